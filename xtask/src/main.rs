@@ -1,0 +1,38 @@
+//! `cargo xtask <command>`: the project's entry point for users and CI.
+//!
+//! User commands (`inspect`, `pretrain`, `linear-probe`, ...) forward to the `nmoco` binary
+//! (package `nmoco-cli`), built in release mode, with `--features cuda` when `--cuda` is given.
+//! Maintenance commands (`tidy`, `ci`, `gpu-build`) run here. This crate depends on no workspace
+//! crate, so it never compiles candle.
+
+mod commands;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "nmoco project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Decode an event file and print a summary (format, counts, ranges, sha256_txyp)
+    Inspect(util::Forward),
+    /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
+    Tidy,
+    /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
+    Ci,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    std::env::set_current_dir(util::project_root())?;
+    match cli.cmd {
+        Cmd::Inspect(a) => commands::inspect::run(a),
+        Cmd::Tidy => commands::tidy::run(),
+        Cmd::Ci => commands::ci::run(),
+    }
+}
