@@ -1,0 +1,1 @@
+//! Filled in by the crate that first needs it.

@@ -1,0 +1,9 @@
+//! Small PNG renderers with no ML dependency: an RGB [`Canvas`] with a built-in bitmap font
+//! (`canvas`), frame grids (`grid`), training curves (`lines`) and confusion matrices (`heatmap`).
+
+pub mod canvas;
+pub mod grid;
+pub mod heatmap;
+pub mod lines;
+
+pub use canvas::{Canvas, Error, Rgb};
