@@ -1,0 +1,83 @@
+//! Count-split integration of 20 M random events into 16 × 2 × 128 × 128 frames.
+//!
+//! `cargo bench -p nmoco-frames --bench frames` (set `NMOCO_BENCH_EVENTS` to change the event
+//! count). Throughput is reported by criterion in elements (= events) per second.
+//! Anchors (docs/benchmarks.md): SpikingJelly ≈ 45 M events/s, tonic `ToFrame` ≈ 12 M events/s.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nmoco_events::{Events, SensorSize};
+use nmoco_frames::{FrameConfig, Slicing, integrate, integrate_batch};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random_events(n: usize, seed: u64) -> Events {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut ev = Events::with_capacity(n);
+    let mut t = 0i64;
+    for _ in 0..n {
+        t += rng.random_range(0..3);
+        ev.t.push(t);
+        ev.x.push(rng.random_range(0..128));
+        ev.y.push(rng.random_range(0..128));
+        ev.on.push(rng.random());
+    }
+    ev
+}
+
+fn bench(c: &mut Criterion) {
+    let n: usize = std::env::var("NMOCO_BENCH_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000_000);
+    let sensor = SensorSize {
+        width: 128,
+        height: 128,
+    };
+    let ev = random_events(n, 7);
+    let cfg = FrameConfig::default(); // T = 16, 128 × 128, event-count split
+
+    let mut g = c.benchmark_group("integrate");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("count_split_20M_one_core", |b| {
+        b.iter(|| integrate(black_box(&ev), sensor, &cfg).expect("valid events"))
+    });
+    let time_cfg = FrameConfig {
+        slicing: Slicing::EqualTime,
+        ..FrameConfig::default()
+    };
+    g.bench_function("equal_time_20M_one_core", |b| {
+        b.iter(|| integrate(black_box(&ev), sensor, &time_cfg).expect("valid events"))
+    });
+    g.finish();
+
+    // Batched: the same events as 40 samples of n/40 events, over all cores.
+    let k = 40;
+    let parts: Vec<Events> = (0..k)
+        .map(|i| ev.slice(i * n / k..(i + 1) * n / k))
+        .collect();
+    let samples: Vec<(&Events, SensorSize)> = parts.iter().map(|e| (e, sensor)).collect();
+    let mut g = c.benchmark_group("integrate_batch");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function(
+        format!(
+            "count_split_20M_as_{k}_samples_{}_threads",
+            rayon::current_num_threads()
+        ),
+        |b| b.iter(|| integrate_batch(black_box(&samples), &cfg).expect("valid events")),
+    );
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("thread pool");
+    g.bench_function(format!("count_split_20M_as_{k}_samples_1_thread"), |b| {
+        b.iter(|| one.install(|| integrate_batch(black_box(&samples), &cfg).expect("valid events")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
