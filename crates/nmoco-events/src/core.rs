@@ -1,0 +1,222 @@
+//! The byte-level decoder cores shared by the bulk decoder and the streaming reader.
+//!
+//! A core is a state machine fed with byte slices. Each call to [`Core::step`] looks at
+//! `buf` (which starts at absolute file offset `offset`), appends at most `max` events and says
+//! how many bytes it consumed, how many it needs before it can go on, or that it is done.
+//! With `eof = true` a core never asks for more bytes: it finishes or returns an error.
+
+use crate::error::{Error, Result};
+use crate::format::{Format, ReadOptions};
+use crate::{Events, SensorSize, Skipped};
+
+/// The outcome of one [`Core::step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Consumed this many bytes (0 is allowed only if events were emitted from internal state).
+    Progress(usize),
+    /// Cannot go on until `buf` holds at least this many bytes.
+    Need(usize),
+    /// The end of the data (for AEDAT 4, possibly before the end of the file).
+    Done,
+}
+
+/// Shared output state that is not events.
+#[derive(Debug, Default)]
+pub(crate) struct Meta {
+    pub sensor: Option<SensorSize>,
+    pub skipped: Skipped,
+}
+
+impl Meta {
+    pub fn skip(&mut self, kind: &str, n: u64) {
+        if n > 0 {
+            *self.skipped.entry(kind.to_string()).or_insert(0) += n;
+        }
+    }
+}
+
+pub(crate) trait Core {
+    fn step(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        eof: bool,
+        out: &mut Events,
+        max: usize,
+        meta: &mut Meta,
+    ) -> Result<Step>;
+}
+
+/// Any of the format cores.
+pub(crate) enum AnyCore {
+    NBin(crate::nbin::Decoder),
+    Aedat2(crate::aedat2::Decoder),
+    Aedat31(crate::aedat31::Decoder),
+    Aedat4(Box<crate::aedat4::Decoder>),
+}
+
+impl AnyCore {
+    pub fn new(format: Format, opts: &ReadOptions) -> AnyCore {
+        match format {
+            Format::NBin => AnyCore::NBin(crate::nbin::Decoder::new(opts)),
+            Format::Aedat2 => AnyCore::Aedat2(crate::aedat2::Decoder::new(opts)),
+            Format::Aedat31 => AnyCore::Aedat31(crate::aedat31::Decoder::new(opts)),
+            Format::Aedat4 => AnyCore::Aedat4(Box::new(crate::aedat4::Decoder::new(opts))),
+        }
+    }
+}
+
+impl Core for AnyCore {
+    fn step(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        eof: bool,
+        out: &mut Events,
+        max: usize,
+        meta: &mut Meta,
+    ) -> Result<Step> {
+        match self {
+            AnyCore::NBin(c) => c.step(buf, offset, eof, out, max, meta),
+            AnyCore::Aedat2(c) => c.step(buf, offset, eof, out, max, meta),
+            AnyCore::Aedat31(c) => c.step(buf, offset, eof, out, max, meta),
+            AnyCore::Aedat4(c) => c.step(buf, offset, eof, out, max, meta),
+        }
+    }
+}
+
+/// Runs a core over a whole in-memory file.
+pub(crate) fn decode_all(
+    core: &mut impl Core,
+    data: &[u8],
+    out: &mut Events,
+    meta: &mut Meta,
+) -> Result<()> {
+    let mut pos = 0usize;
+    let mut idle = 0u32;
+    loop {
+        let before = out.t.len();
+        match core.step(&data[pos..], pos as u64, true, out, usize::MAX, meta)? {
+            Step::Progress(n) => {
+                if n == 0 && out.t.len() == before {
+                    idle += 1;
+                } else {
+                    idle = 0;
+                }
+                // State changes may consume nothing, but never many in a row.
+                if idle > 8 {
+                    // A core that neither consumes nor emits would loop forever; this is a bug
+                    // in the core, reported rather than hung on.
+                    return Err(Error::CorruptHeader {
+                        offset: pos as u64,
+                        reason: "decoder made no progress".into(),
+                    });
+                }
+                pos += n;
+            }
+            Step::Need(n) => {
+                return Err(Error::Truncated {
+                    offset: pos as u64,
+                    what: "data",
+                    needed: n as u64,
+                    available: (data.len() - pos) as u64,
+                });
+            }
+            Step::Done => return Ok(()),
+        }
+    }
+}
+
+/// A text header line: `#...` up to and including `\n`.
+pub(crate) enum Line<'a> {
+    /// A header line (without its line ending) and the bytes it occupies.
+    Header(&'a [u8], usize),
+    /// The next byte is not `#`: the header is over.
+    End,
+    /// Need at least this many bytes to see the whole line.
+    Need(usize),
+}
+
+/// The next line of an AEDAT 2/3 text header, tonic-style: a line is part of the header when
+/// its first byte is `#`.
+pub(crate) fn header_line(buf: &[u8], offset: u64, eof: bool, max_line: u64) -> Result<Line<'_>> {
+    match buf.first() {
+        None if eof => Ok(Line::End),
+        None => Ok(Line::Need(1)),
+        Some(&b) if b != b'#' => Ok(Line::End),
+        Some(_) => match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let mut line = &buf[..i];
+                if let Some(l) = line.strip_suffix(b"\r") {
+                    line = l;
+                }
+                Ok(Line::Header(line, i + 1))
+            }
+            None if eof => {
+                // The header runs into the end of the file: every remaining byte is header.
+                Ok(Line::Header(buf, buf.len()))
+            }
+            None if buf.len() as u64 >= max_line => Err(Error::TooLarge {
+                offset,
+                what: "header line",
+                size: buf.len() as u64,
+                limit: max_line,
+            }),
+            None => Ok(Line::Need(buf.len() + 1)),
+        },
+    }
+}
+
+/// Checks the first header line of an AEDAT 2/3 file against the expected version.
+pub(crate) fn check_magic(line: &[u8], expected: &'static str) -> Result<()> {
+    let exp = expected.trim_end();
+    if line == exp.as_bytes() {
+        return Ok(());
+    }
+    if line.starts_with(crate::format::AEDAT_MAGIC_PREFIX) {
+        let v = &line[crate::format::AEDAT_MAGIC_PREFIX.len()..];
+        return Err(Error::UnsupportedVersion {
+            offset: 0,
+            version: String::from_utf8_lossy(&v[..v.len().min(32)]).into_owned(),
+        });
+    }
+    Err(Error::BadMagic {
+        offset: 0,
+        expected: exp,
+        found: String::from_utf8_lossy(&line[..line.len().min(32)]).into_owned(),
+    })
+}
+
+/// Sensor size from a chip or device name in an AEDAT header (`DVS128`, `DAVIS240C`, `DAVIS346B`).
+pub(crate) fn chip_sensor(name: &str) -> Option<(crate::format::Aedat2Layout, SensorSize)> {
+    use crate::format::Aedat2Layout as L;
+    let n = name.to_ascii_lowercase();
+    let layout = if n.contains("davis346") {
+        L::Davis346
+    } else if n.contains("davis240") {
+        L::Davis240
+    } else if n.contains("dvs128") || n.contains("tmpdiff128") {
+        L::Dvs128
+    } else {
+        return None;
+    };
+    Some((layout, layout.sensor()?))
+}
+
+/// Parses `WxH` (e.g. `128x128`).
+pub(crate) fn parse_size(s: &str) -> Option<SensorSize> {
+    let (w, h) = s.trim().split_once(['x', 'X'])?;
+    Some(SensorSize {
+        width: w.trim().parse().ok()?,
+        height: h.trim().parse().ok()?,
+    })
+}
+
+/// Reserves room for `n` more events in every column, refusing absurd sizes gracefully.
+#[inline]
+pub(crate) fn reserve(out: &mut Events, n: usize) {
+    out.t.reserve(n);
+    out.x.reserve(n);
+    out.y.reserve(n);
+    out.on.reserve(n);
+}

@@ -1,0 +1,218 @@
+//! N-MNIST / N-Caltech101 40-bit binary: headerless 5-byte records.
+//!
+//! Record (big-endian 40 bits): `b0 = x`, `b1 = y`, `b2 bit 7 = polarity (1 = ON)`,
+//! `t = ((b2 & 0x7F) << 16) | (b3 << 8) | b4` in µs.
+//!
+//! Timestamp-overflow records (`y == 240`, any x) are handled per
+//! [`NbinOverflow`](crate::NbinOverflow): by default (tonic) each one is dropped, counted in
+//! `skipped["overflow"]`, and adds 8192 µs to every later event.
+//! A trailing partial record is an error ([`Error::PartialRecord`]) unless
+//! [`ReadOptions::allow_partial_record`](crate::ReadOptions) is set (then it is dropped and
+//! counted in `skipped["partial_record"]`).
+//!
+//! The writer is the inverse of the default reader: it emits an overflow record (`x = 0`,
+//! `y = 240`, `p = 0`, `t = 0`) whenever the next event's timestamp no longer fits in 23 bits
+//! above the running offset. It therefore needs non-decreasing, non-negative timestamps and
+//! `y != 240`; anything else is [`Error::Unrepresentable`].
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::core::{Core, Meta, Step, reserve};
+use crate::error::{Error, Result};
+use crate::format::{Format, NbinOverflow, ReadOptions};
+use crate::{Events, SensorSize};
+
+pub const RECORD: usize = 5;
+/// The `y` value that marks a timestamp-overflow record.
+pub const OVERFLOW_Y: u8 = 240;
+const T_MASK: i64 = (1 << 23) - 1;
+/// The writer refuses gaps that would need more overflow records than this (80 MiB of markers).
+const MAX_MARKERS_PER_GAP: i64 = 1 << 24;
+
+pub(crate) struct Decoder {
+    increment: Option<i64>,
+    base: i64,
+    allow_partial: bool,
+}
+
+impl Decoder {
+    pub fn new(opts: &ReadOptions) -> Decoder {
+        Decoder {
+            increment: opts.nbin_overflow.increment(),
+            base: 0,
+            allow_partial: opts.allow_partial_record,
+        }
+    }
+}
+
+#[inline(always)]
+fn raw_t(r: &[u8]) -> i64 {
+    (((r[2] & 0x7F) as i64) << 16) | ((r[3] as i64) << 8) | r[4] as i64
+}
+
+impl Core for Decoder {
+    fn step(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        eof: bool,
+        out: &mut Events,
+        max: usize,
+        meta: &mut Meta,
+    ) -> Result<Step> {
+        let n = (buf.len() / RECORD).min(max);
+        if n == 0 {
+            if buf.is_empty() {
+                return Ok(if eof { Step::Done } else { Step::Need(RECORD) });
+            }
+            if buf.len() >= RECORD {
+                // max == 0: nothing to do yet.
+                return Ok(Step::Progress(0));
+            }
+            if !eof {
+                return Ok(Step::Need(RECORD));
+            }
+            if self.allow_partial {
+                meta.skip("partial_record", 1);
+                return Ok(Step::Progress(buf.len()));
+            }
+            return Err(Error::PartialRecord {
+                offset,
+                record_size: RECORD,
+                remainder: buf.len() as u64,
+            });
+        }
+        let recs = &buf[..n * RECORD];
+        let has_markers =
+            self.increment.is_some() && recs.chunks_exact(RECORD).any(|r| r[1] == OVERFLOW_Y);
+        if !has_markers {
+            let base = self.base;
+            let c = || recs.chunks_exact(RECORD);
+            reserve(out, n);
+            out.t.extend(c().map(|r| base + raw_t(r)));
+            out.x.extend(c().map(|r| r[0] as u16));
+            out.y.extend(c().map(|r| r[1] as u16));
+            out.on.extend(c().map(|r| r[2] & 0x80 != 0));
+        } else {
+            let inc = self.increment.unwrap_or(0);
+            reserve(out, n);
+            let mut markers = 0u64;
+            for r in recs.chunks_exact(RECORD) {
+                if r[1] == OVERFLOW_Y {
+                    self.base += inc;
+                    markers += 1;
+                    continue;
+                }
+                out.t.push(self.base + raw_t(r));
+                out.x.push(r[0] as u16);
+                out.y.push(r[1] as u16);
+                out.on.push(r[2] & 0x80 != 0);
+            }
+            meta.skip("overflow", markers);
+        }
+        Ok(Step::Progress(n * RECORD))
+    }
+}
+
+fn unrepr(index: usize, field: &'static str, value: i64, reason: &'static str) -> Error {
+    Error::Unrepresentable {
+        format: Format::NBin,
+        index: index as u64,
+        field,
+        value,
+        reason,
+    }
+}
+
+/// Writes events as N-binary with the given overflow convention. With
+/// [`NbinOverflow::Ignore`] timestamps must fit in 23 bits and no marker is ever written.
+pub fn write_with<W: Write>(w: W, events: &Events, overflow: NbinOverflow) -> Result<()> {
+    if !events.columns_consistent() {
+        return Err(unrepr(
+            0,
+            "columns",
+            events.t.len() as i64,
+            "columns differ in length",
+        ));
+    }
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, w);
+    let inc = overflow.increment();
+    let mut base = 0i64;
+    let mut buf = Vec::with_capacity(RECORD * 4096);
+    for i in 0..events.t.len() {
+        let (t, x, y, on) = (events.t[i], events.x[i], events.y[i], events.on[i]);
+        if x > 255 {
+            return Err(unrepr(i, "x", x as i64, "x must fit in 8 bits"));
+        }
+        if y > 255 {
+            return Err(unrepr(i, "y", y as i64, "y must fit in 8 bits"));
+        }
+        if t < base {
+            return Err(unrepr(
+                i,
+                "t",
+                t,
+                "timestamps must be non-negative and non-decreasing",
+            ));
+        }
+        if let Some(inc) = inc {
+            if y == OVERFLOW_Y as u16 {
+                return Err(unrepr(i, "y", y as i64, "y = 240 marks an overflow record"));
+            }
+            if t - base > T_MASK {
+                let needed = (t - base - T_MASK + inc - 1) / inc;
+                if needed > MAX_MARKERS_PER_GAP {
+                    return Err(unrepr(
+                        i,
+                        "t",
+                        t,
+                        "time gap needs too many overflow records",
+                    ));
+                }
+            }
+            while t - base > T_MASK {
+                buf.extend_from_slice(&[0, OVERFLOW_Y, 0, 0, 0]);
+                base += inc;
+                if buf.len() >= RECORD * 4096 {
+                    w.write_all(&buf).map_err(Error::write)?;
+                    buf.clear();
+                }
+            }
+        } else if t > T_MASK {
+            return Err(unrepr(
+                i,
+                "t",
+                t,
+                "timestamp exceeds 23 bits and overflow is ignored",
+            ));
+        }
+        let rt = t - base;
+        buf.extend_from_slice(&[
+            x as u8,
+            y as u8,
+            ((rt >> 16) as u8 & 0x7F) | if on { 0x80 } else { 0 },
+            (rt >> 8) as u8,
+            rt as u8,
+        ]);
+        if buf.len() >= RECORD * 4096 {
+            w.write_all(&buf).map_err(Error::write)?;
+            buf.clear();
+        }
+    }
+    w.write_all(&buf).map_err(Error::write)?;
+    w.flush().map_err(Error::write)?;
+    Ok(())
+}
+
+/// Writes events as N-binary with tonic's overflow convention (the reader's default).
+/// The sensor size is not stored (the format has no header); it is accepted for symmetry.
+pub fn write<W: Write>(w: W, events: &Events, sensor: Option<SensorSize>) -> Result<()> {
+    let _ = sensor;
+    write_with(w, events, NbinOverflow::Tonic)
+}
+
+/// [`write`] to a file (created or truncated).
+pub fn write_file(path: &Path, events: &Events, sensor: Option<SensorSize>) -> Result<()> {
+    crate::write_to_path(path, |f| write(f, events, sensor))
+}
