@@ -1,3 +1,39 @@
-//! Evaluation of pre-trained encoders: linear probe, kNN, fine-tuning, baselines.
+//! Evaluation of pre-trained spiking encoders: linear probe on frozen time-mean features, kNN,
+//! fine-tuning, and the baselines (random init, supervised from scratch).
 //!
-//! Work in progress: see ARCHITECTURE.md for what this crate will hold.
+//! This crate reads checkpoints (safetensors plus the saved config); it does not depend on the
+//! trainer's code.
+
+pub mod features;
+pub mod knn;
+pub mod linear;
+pub mod metrics;
+
+pub use features::Features;
+pub use knn::{KnnConfig, knn_scores};
+pub use linear::{LinearConfig, LinearModel, Selection, fit, fit_with_selection};
+pub use metrics::{Metrics, evaluate, top_k};
+
+/// Errors of the evaluation crate.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{what}: expected {expected}, found {found}")]
+    Shape {
+        what: &'static str,
+        expected: String,
+        found: String,
+    },
+    #[error("label {label} of sample {index} is outside 0..{classes}")]
+    LabelOutOfRange {
+        index: usize,
+        label: usize,
+        classes: usize,
+    },
+    #[error("invalid setting `{key}`: {message}")]
+    Config { key: &'static str, message: String },
+    #[error("{what} is not finite")]
+    NonFinite { what: &'static str },
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
