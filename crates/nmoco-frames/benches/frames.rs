@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nmoco_events::{Events, SensorSize};
-use nmoco_frames::{FrameConfig, Slicing, integrate, integrate_batch};
+use nmoco_frames::{FrameConfig, Slicing, integrate, integrate_batch, integrate_batch_into};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -76,6 +76,29 @@ fn bench(c: &mut Criterion) {
     g.bench_function(format!("count_split_20M_as_{k}_samples_1_thread"), |b| {
         b.iter(|| one.install(|| integrate_batch(black_box(&samples), &cfg).expect("valid events")))
     });
+    // Into one reused [B, T, 2, H, W] buffer: no per-sample allocation.
+    let mut buf = vec![0.0f32; k * cfg.t * 2 * cfg.height * cfg.width];
+    g.bench_function(
+        format!(
+            "count_split_20M_as_{k}_samples_into_buffer_{}_threads",
+            rayon::current_num_threads()
+        ),
+        |b| {
+            b.iter(|| {
+                integrate_batch_into(black_box(&samples), &cfg, &mut buf).expect("valid events")
+            })
+        },
+    );
+    g.bench_function(
+        format!("count_split_20M_as_{k}_samples_into_buffer_1_thread"),
+        |b| {
+            b.iter(|| {
+                one.install(|| {
+                    integrate_batch_into(black_box(&samples), &cfg, &mut buf).expect("valid events")
+                })
+            })
+        },
+    );
     g.finish();
 }
 

@@ -260,6 +260,45 @@ fn check_bounds(ev: &Events, sensor: SensorSize, drop: bool) -> Result<bool, Err
 /// `cfg.drop_out_of_bounds`.
 pub fn integrate(ev: &Events, sensor: SensorSize, cfg: &FrameConfig) -> Result<Frames, Error> {
     cfg.validate()?;
+    let mut frames = Frames::zeros(cfg.t, cfg.height, cfg.width);
+    integrate_core(ev, sensor, cfg, &mut frames.data, true)?;
+    Ok(frames)
+}
+
+/// [`integrate`] into a caller-owned buffer of exactly `cfg.t · 2 · cfg.height · cfg.width`
+/// values (overwritten). Reusing one buffer avoids a fresh allocation per sample, whose page
+/// faults dominate on small samples (docs/benchmarks.md).
+pub fn integrate_into(
+    ev: &Events,
+    sensor: SensorSize,
+    cfg: &FrameConfig,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    cfg.validate()?;
+    check_out_len(cfg, out.len(), 1)?;
+    integrate_core(ev, sensor, cfg, out, false)
+}
+
+fn check_out_len(cfg: &FrameConfig, len: usize, samples: usize) -> Result<(), Error> {
+    let want = cfg.t * 2 * cfg.height * cfg.width;
+    if want.checked_mul(samples) != Some(len) {
+        return Err(Error::BufferSize {
+            expected: want.saturating_mul(samples),
+            found: len,
+        });
+    }
+    Ok(())
+}
+
+/// The integration proper; `cfg` is valid and `out.len() == t·2·height·width`. `zeroed` says
+/// whether `out` is already all zero.
+fn integrate_core(
+    ev: &Events,
+    sensor: SensorSize,
+    cfg: &FrameConfig,
+    out: &mut [f32],
+    zeroed: bool,
+) -> Result<(), Error> {
     if !ev.columns_consistent() {
         return Err(Error::ColumnMismatch {
             t: ev.t.len(),
@@ -281,13 +320,23 @@ pub fn integrate(ev: &Events, sensor: SensorSize, cfg: &FrameConfig) -> Result<F
         Resize::Pool => (sensor.height as usize, sensor.width as usize),
         Resize::None | Resize::Events => (cfg.height, cfg.width),
     };
+    let pooled = cfg.resize == Resize::Pool && (ih, iw) != (cfg.height, cfg.width);
     let hw = ih * iw;
-    let mut data = vec![0.0f32; cfg.t * 2 * hw];
+    let mut scratch = Vec::new();
+    let data: &mut [f32] = if pooled {
+        scratch = vec![0.0f32; cfg.t * 2 * hw];
+        &mut scratch
+    } else {
+        if !zeroed {
+            out.fill(0.0);
+        }
+        &mut *out
+    };
     let p = plan(ev, cfg);
 
     let fits = sensor.width as usize <= iw && sensor.height as usize <= ih;
     if all_inside && fits && cfg.resize != Resize::Events {
-        run_plan(&p, ev, &mut data, hw, &Identity { w: iw });
+        run_plan(&p, ev, data, hw, &Identity { w: iw });
     } else {
         // Tables cover every coordinate present, marking off-sensor / off-canvas ones.
         let lut_w =
@@ -313,7 +362,7 @@ pub fn integrate(ev: &Events, sensor: SensorSize, cfg: &FrameConfig) -> Result<F
                 r => r * iw as u32,
             })
             .collect();
-        run_plan(&p, ev, &mut data, hw, &Lut { xmap, ymap });
+        run_plan(&p, ev, data, hw, &Lut { xmap, ymap });
     }
 
     let counts: Vec<f32> = match cfg.normalize {
@@ -321,48 +370,37 @@ pub fn integrate(ev: &Events, sensor: SensorSize, cfg: &FrameConfig) -> Result<F
         Normalize::None | Normalize::Max => Vec::new(),
     };
 
-    let mut frames = if cfg.resize == Resize::Pool && (ih, iw) != (cfg.height, cfg.width) {
-        let mut out = Frames::zeros(cfg.t, cfg.height, cfg.width);
+    if pooled {
         let dhw = cfg.height * cfg.width;
-        for (src, dst) in data.chunks_exact(hw).zip(out.data.chunks_exact_mut(dhw)) {
+        for (src, dst) in scratch.chunks_exact(hw).zip(out.chunks_exact_mut(dhw)) {
             area_resample(src, ih, iw, dst, cfg.height, cfg.width);
         }
-        out
-    } else {
-        Frames {
-            data,
-            t: cfg.t,
-            h: cfg.height,
-            w: cfg.width,
-        }
-    };
-    post_process(&mut frames, cfg, &counts);
-    Ok(frames)
+    }
+    post_process(out, 2 * cfg.height * cfg.width, cfg, &counts);
+    Ok(())
 }
 
-fn post_process(f: &mut Frames, cfg: &FrameConfig, counts: &[f32]) {
+fn post_process(data: &mut [f32], fsz: usize, cfg: &FrameConfig, counts: &[f32]) {
     if let Some(c) = cfg.clip {
-        f.data.iter_mut().for_each(|v| *v = v.min(c));
+        data.iter_mut().for_each(|v| *v = v.min(c));
     }
     if cfg.binarize {
-        f.data
-            .iter_mut()
+        data.iter_mut()
             .for_each(|v| *v = if *v != 0.0 { 1.0 } else { 0.0 });
     }
     if cfg.log_scale {
-        f.data.iter_mut().for_each(|v| *v = v.ln_1p());
+        data.iter_mut().for_each(|v| *v = v.ln_1p());
     }
     match cfg.normalize {
         Normalize::None => {}
         Normalize::Max => {
-            let m = f.data.iter().copied().fold(0.0f32, f32::max);
+            let m = data.iter().copied().fold(0.0f32, f32::max);
             if m > 0.0 {
-                f.data.iter_mut().for_each(|v| *v /= m);
+                data.iter_mut().for_each(|v| *v /= m);
             }
         }
         Normalize::FrameCount => {
-            let fsz = 2 * f.h * f.w;
-            for (frame, &n) in f.data.chunks_exact_mut(fsz).zip(counts) {
+            for (frame, &n) in data.chunks_exact_mut(fsz).zip(counts) {
                 if n > 0.0 {
                     frame.iter_mut().for_each(|v| *v /= n);
                 }
@@ -382,6 +420,28 @@ pub fn integrate_batch(
     let results: Vec<Result<Frames, Error>> = samples
         .par_iter()
         .map(|(ev, sensor)| integrate(ev, *sensor, cfg))
+        .collect();
+    results.into_iter().collect()
+}
+
+/// [`integrate_batch`] into one caller-owned `[B, T, 2, H, W]` buffer (`B = samples.len()`,
+/// overwritten), e.g. the storage of a batch tensor: no per-sample allocation. On failure the
+/// error of the first failing sample (in input order) is returned and `out` is partly written.
+pub fn integrate_batch_into(
+    samples: &[(&Events, SensorSize)],
+    cfg: &FrameConfig,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    cfg.validate()?;
+    check_out_len(cfg, out.len(), samples.len())?;
+    let per = cfg.t * 2 * cfg.height * cfg.width;
+    if per == 0 {
+        return Ok(());
+    }
+    let results: Vec<Result<(), Error>> = out
+        .par_chunks_mut(per)
+        .zip(samples.par_iter())
+        .map(|(o, (ev, sensor))| integrate_core(ev, *sensor, cfg, o, false))
         .collect();
     results.into_iter().collect()
 }

@@ -31,7 +31,8 @@ mod resize;
 pub use augment::{AugmentConfig, augment, augment_events, two_views, two_views_events};
 pub use config::{FrameConfig, Normalize, Resize, Slicing};
 pub use integrate::{
-    equal_time_bounds, event_count_bounds, integrate, integrate_batch, time_window_bounds,
+    equal_time_bounds, event_count_bounds, integrate, integrate_batch, integrate_batch_into,
+    integrate_into, time_window_bounds,
 };
 
 pub use nmoco_events::{Events, SensorSize};
@@ -61,6 +62,8 @@ pub enum Error {
         value: String,
         reason: &'static str,
     },
+    #[error("output buffer holds {found} values, expected {expected}")]
+    BufferSize { expected: usize, found: usize },
     #[error("sensor size {width}x{height} has a zero dimension")]
     EmptySensor { width: u16, height: u16 },
 }

@@ -3,7 +3,7 @@
 use nmoco_events::{Events, SensorSize};
 use nmoco_frames::{
     Error, FrameConfig, Frames, Normalize, Resize, Slicing, equal_time_bounds, event_count_bounds,
-    integrate, integrate_batch, time_window_bounds,
+    integrate, integrate_batch, integrate_batch_into, integrate_into, time_window_bounds,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -567,6 +567,41 @@ fn batch_equals_single_and_reports_first_error() {
     let bad2 = ev(&[(0, 0, 50, true)]);
     let err = integrate_batch(&[(&a, s), (&bad1, s), (&bad2, s)], &k).unwrap_err();
     assert!(matches!(err, Error::OutOfBounds { x: 40, .. }), "{err:?}");
+}
+
+#[test]
+fn into_variants_overwrite_dirty_buffers_and_match() {
+    let a = random_events(1000, 32, 32, 6);
+    let b = random_events(300, 32, 32, 7);
+    let s = sensor(32, 32);
+    for k in [
+        cfg(4, 32, 32, Slicing::EventCount),
+        FrameConfig {
+            resize: Resize::Pool,
+            normalize: Normalize::FrameCount,
+            ..cfg(3, 12, 20, Slicing::EqualTime)
+        },
+    ] {
+        let per = k.t * 2 * k.height * k.width;
+        let mut buf = vec![7.0f32; per];
+        integrate_into(&a, s, &k, &mut buf).unwrap();
+        assert_eq!(buf, integrate(&a, s, &k).unwrap().data);
+        let mut batch = vec![-1.0f32; 2 * per];
+        integrate_batch_into(&[(&a, s), (&b, s)], &k, &mut batch).unwrap();
+        assert_eq!(&batch[..per], &integrate(&a, s, &k).unwrap().data[..]);
+        assert_eq!(&batch[per..], &integrate(&b, s, &k).unwrap().data[..]);
+        assert_eq!(
+            integrate_into(&a, s, &k, &mut buf[1..]),
+            Err(Error::BufferSize {
+                expected: per,
+                found: per - 1
+            })
+        );
+        assert!(matches!(
+            integrate_batch_into(&[(&a, s)], &k, &mut batch),
+            Err(Error::BufferSize { .. })
+        ));
+    }
 }
 
 #[test]
