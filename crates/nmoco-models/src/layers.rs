@@ -1,0 +1,343 @@
+//! Layers that run on time-folded tensors.
+//!
+//! Inside a backbone every activation is kept folded as `[T·B, ...]` (time major: row
+//! `t·B + b`), so convolutions, batch norm and linear layers see one big batch and batch-norm
+//! statistics are taken over T·B (spikingjelly's `SeqToANNContainer`). Only the spiking
+//! neurons need the time axis; [`Spiking::forward_folded`] unfolds to `[T, B, ...]`, runs the
+//! multi-step neuron and folds back (both reshapes are free on contiguous tensors).
+//!
+//! Initialisation follows PyTorch's defaults: conv and linear weights (and linear biases)
+//! `U(-1/√fan_in, 1/√fan_in)`, BN weight 1, bias 0, running mean 0, running variance 1.
+
+use candle_core::{D, DType, Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
+use nmoco_snn::{MultiStepNeuron, NeuronConfig};
+
+use crate::error::ModelError;
+
+/// PyTorch's default init for conv/linear weights and linear biases.
+fn fan_in_uniform(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+pub(crate) fn bad_input(layer: &'static str, x: &Tensor, reason: String) -> candle_core::Error {
+    ModelError::BadInput {
+        layer,
+        shape: x.dims().to_vec(),
+        reason,
+    }
+    .into_candle()
+}
+
+/// Folds `[T, B, ...]` into `[T·B, ...]`.
+pub fn seq_fold(x: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.len() < 2 {
+        return Err(bad_input("seq_fold", x, "need at least [T, B]".into()));
+    }
+    let mut out = Vec::with_capacity(dims.len() - 1);
+    out.push(dims[0] * dims[1]);
+    out.extend_from_slice(&dims[2..]);
+    x.reshape(out)
+}
+
+/// Unfolds `[T·B, ...]` into `[T, B, ...]`.
+pub fn seq_unfold(x: &Tensor, t: usize) -> Result<Tensor> {
+    let dims = x.dims();
+    if dims.is_empty() || t == 0 || !dims[0].is_multiple_of(t) {
+        return Err(bad_input(
+            "seq_unfold",
+            x,
+            format!("leading dim must be a multiple of T = {t}"),
+        ));
+    }
+    let mut out = Vec::with_capacity(dims.len() + 1);
+    out.push(t);
+    out.push(dims[0] / t);
+    out.extend_from_slice(&dims[1..]);
+    x.reshape(out)
+}
+
+/// 2-D convolution without bias on `[N, C, H, W]` (variable `weight`, `[C_out, C_in/groups, k, k]`).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+    groups: usize,
+}
+
+impl Conv2d {
+    /// A `k×k` convolution with the given stride and padding.
+    pub fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let fan_in = c_in * kernel * kernel;
+        let weight = vb.get_with_hints(
+            (c_out, c_in, kernel, kernel),
+            "weight",
+            fan_in_uniform(fan_in),
+        )?;
+        Ok(Self {
+            weight,
+            stride,
+            padding,
+            groups: 1,
+        })
+    }
+
+    /// The weight tensor.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Applies the convolution to `[N, C, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        nmoco_conv::conv2d(x, &self.weight, self.stride, self.padding, self.groups)
+    }
+
+    /// Applies the convolution to `[T, B, C, H, W]` by folding time into the batch.
+    pub fn forward_seq(&self, x: &Tensor) -> Result<Tensor> {
+        let t = x.dim(0)?;
+        seq_unfold(&self.forward(&seq_fold(x)?)?, t)
+    }
+}
+
+/// Fully connected layer `y = x Wᵀ + b` on `[..., in]` (variables `weight` `[out, in]`, and
+/// `bias` `[out]` when enabled).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// A linear layer with or without bias.
+    pub fn new(d_in: usize, d_out: usize, bias: bool, vb: VarBuilder<'_>) -> Result<Self> {
+        let init = fan_in_uniform(d_in);
+        let weight = vb.get_with_hints((d_out, d_in), "weight", init)?;
+        let bias = if bias {
+            Some(vb.get_with_hints(d_out, "bias", init)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// Applies the layer to the last dimension of `x` (any rank ≥ 1).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let d_in = self.weight.dim(1)?;
+        if dims.last() != Some(&d_in) {
+            return Err(bad_input("linear", x, format!("last dim must be {d_in}")));
+        }
+        let rows = dims[..dims.len() - 1].iter().product::<usize>();
+        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.weight.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// Batch normalisation over channel dim 1 of `[N, C, ...]`, with running statistics kept as
+/// variables (`running_mean`, `running_var`) next to `weight` and `bias`.
+///
+/// Train mode normalises with the batch statistics (biased variance) over every dim but 1 and
+/// updates the running statistics in place with momentum 0.1, using the unbiased variance as
+/// PyTorch does. Eval mode normalises with the (detached) running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    channels: usize,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm {
+    /// BN over `channels` features, eps 1e-5, momentum 0.1.
+    pub fn new(channels: usize, vb: VarBuilder<'_>) -> Result<Self> {
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.0))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.0))?;
+        let rm = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let rv = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Ok(Self {
+            weight,
+            bias,
+            // Shares storage with the VarMap entry when `vb` is VarMap-backed, so `Var::set`
+            // here is visible to checkpoints and EMA updates by name.
+            running_mean: Var::from_tensor(&rm)?,
+            running_var: Var::from_tensor(&rv)?,
+            channels,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// The running mean variable.
+    pub fn running_mean(&self) -> &Var {
+        &self.running_mean
+    }
+
+    /// The running variance variable.
+    pub fn running_var(&self) -> &Var {
+        &self.running_var
+    }
+
+    /// Normalises `[N, C, ...]`; see the type docs for train vs eval.
+    pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        if dims.len() < 2 || dims[1] != self.channels {
+            return Err(bad_input(
+                "batch_norm",
+                x,
+                format!("expected [N, {}, ...]", self.channels),
+            ));
+        }
+        // View as NCHW with H·W = product of the trailing dims.
+        let spatial = dims[2..].iter().product::<usize>();
+        let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
+        let y = if train {
+            let n = dims[0] * spatial;
+            if n < 2 {
+                return Err(bad_input(
+                    "batch_norm",
+                    x,
+                    "train mode needs more than one value per channel".into(),
+                ));
+            }
+            let (y, mean, var) =
+                nmoco_conv::batch_norm_train(&x4, &self.weight, &self.bias, self.eps)?;
+            let m = self.momentum;
+            let mean = mean.detach().flatten_all()?;
+            let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
+            let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (mean * m)?)?;
+            let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (unbiased * m)?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            y
+        } else {
+            nmoco_conv::batch_norm_eval(
+                &x4,
+                &self.weight,
+                &self.bias,
+                &self.running_mean.as_tensor().detach(),
+                &self.running_var.as_tensor().detach(),
+                self.eps,
+            )?
+        };
+        y.reshape(dims)
+    }
+}
+
+/// A multi-step spiking neuron layer (parameters, if any, under its own prefix: PLIF's `w`).
+#[derive(Debug)]
+pub struct Spiking {
+    neuron: MultiStepNeuron,
+}
+
+impl Spiking {
+    /// Builds the neuron from its config.
+    pub fn new(cfg: &NeuronConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        Ok(Self {
+            neuron: MultiStepNeuron::new(cfg, vb)?,
+        })
+    }
+
+    /// Runs the neuron on `[T, ...]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.neuron.forward(x)
+    }
+
+    /// Runs the neuron on a time-folded `[T·B, ...]` tensor and returns the same layout.
+    pub fn forward_folded(&self, x: &Tensor, t: usize) -> Result<Tensor> {
+        let s = self.neuron.forward(&seq_unfold(x, t)?)?;
+        seq_fold(&s)
+    }
+}
+
+/// Max-pool 3×3, stride 2, padding 1 on `[N, C, H, W]` (output `⌈H/2⌉ × ⌈W/2⌉`).
+///
+/// Built from plain candle ops (candle's own `max_pool2d` has no padding and no backward for
+/// overlapping windows). The border is replicate-padded, which gives the same maxima as
+/// PyTorch's `-inf` padding because every window that touches the border also contains the
+/// replicated element. The gradient of a window goes to its maximal elements, split equally
+/// between ties (candle's `max_pool2d` convention; PyTorch picks one).
+pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h == 0 || w == 0 {
+        return Err(bad_input("max_pool_3x3_s2", x, "empty spatial dims".into()));
+    }
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    // Pad to 2·out + 2 so that `narrow(d, 2·out)` fits for d = 0, 1, 2.
+    let xp = x
+        .pad_with_same(2, 1, 2 * ho + 1 - h)?
+        .pad_with_same(3, 1, 2 * wo + 1 - w)?;
+    let mut views = Vec::with_capacity(9);
+    for dy in 0..3 {
+        let rows = xp.narrow(2, dy, 2 * ho)?;
+        let (n, c, _, wp) = rows.dims4()?;
+        let rows = rows
+            .reshape((n, c, ho, 2, wp))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dx in 0..3 {
+            let v = rows.narrow(3, dx, 2 * wo)?;
+            let v = v
+                .reshape((n, c, ho, wo, 2))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?
+                .contiguous()?;
+            views.push(v);
+        }
+    }
+    let mut m = views[0].detach();
+    for v in &views[1..] {
+        m = m.maximum(&v.detach())?;
+    }
+    let masks = views
+        .iter()
+        .map(|v| v.detach().eq(&m)?.to_dtype(x.dtype()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut count = masks[0].clone();
+    for mk in &masks[1..] {
+        count = (count + mk)?;
+    }
+    let mut s = (&views[0] * &masks[0])?;
+    for (v, mk) in views.iter().zip(&masks).skip(1) {
+        s = (s + (v * mk)?)?;
+    }
+    let s = s.div(&count)?;
+    // Exact maxima in the forward value, tie-split gradient in the backward.
+    m + (&s - s.detach())?
+}
+
+/// Global average pool over the trailing spatial dims: `[N, C, H, W]` → `[N, C]`.
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.flatten_from(2)?.mean(D::Minus1)
+}
+
+/// Casts to f32 if needed (all layers compute in f32).
+pub(crate) fn as_f32(x: &Tensor) -> Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        Ok(x.clone())
+    } else {
+        x.to_dtype(DType::F32)
+    }
+}

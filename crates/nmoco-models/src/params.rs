@@ -1,0 +1,112 @@
+//! Parameter bookkeeping and safetensors checkpoints over a [`VarMap`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+
+use crate::error::ModelError;
+
+/// True for batch-norm running statistics (`*.running_mean`, `*.running_var`): variables that
+/// the optimizer must skip but that EMA updates and checkpoints cover.
+pub fn is_buffer(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    last == "running_mean" || last == "running_var"
+}
+
+/// Number of trainable scalars in the map (buffers excluded).
+pub fn count_params(varmap: &VarMap) -> usize {
+    let data = varmap.data().lock();
+    match data {
+        Ok(map) => map
+            .iter()
+            .filter(|(name, _)| !is_buffer(name))
+            .map(|(_, v)| v.elem_count())
+            .sum(),
+        Err(poisoned) => poisoned
+            .into_inner()
+            .iter()
+            .filter(|(name, _)| !is_buffer(name))
+            .map(|(_, v)| v.elem_count())
+            .sum(),
+    }
+}
+
+/// Sorted `(name, dims)` of every variable in the map (parameters and buffers).
+pub fn var_shapes(varmap: &VarMap) -> Vec<(String, Vec<usize>)> {
+    let guard = varmap.data().lock();
+    let map = match guard {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    let mut out: Vec<_> = map
+        .iter()
+        .map(|(k, v)| (k.clone(), v.dims().to_vec()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Writes every variable of the map (parameters and BN running statistics) to a safetensors
+/// file under its VarMap name.
+pub fn save_weights(varmap: &VarMap, path: &Path) -> Result<(), ModelError> {
+    varmap.save(path).map_err(|source| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Loads a safetensors checkpoint into the map's existing variables, in place (so models built
+/// from the map see the new values). Every variable must be present with the same shape;
+/// with `strict`, tensors the map does not know are an error too.
+pub fn load_weights(varmap: &VarMap, path: &Path, strict: bool) -> Result<(), ModelError> {
+    let ck = |source| ModelError::Checkpoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(ck)?;
+    let guard = varmap.data().lock();
+    let map = match guard {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    if strict {
+        let mut extra: Vec<&String> = tensors.keys().filter(|k| !map.contains_key(*k)).collect();
+        extra.sort();
+        if let Some(first) = extra.first() {
+            return Err(ModelError::UnexpectedTensors {
+                path: path.to_path_buf(),
+                count: extra.len(),
+                example: (*first).clone(),
+            });
+        }
+    }
+    // Check everything before mutating anything.
+    for (name, var) in map.iter() {
+        let t = tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.clone(),
+        })?;
+        if t.dims() != var.dims() {
+            return Err(ModelError::ShapeMismatch {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                expected: var.dims().to_vec(),
+                found: t.dims().to_vec(),
+            });
+        }
+    }
+    for (name, var) in map.iter() {
+        if let Some(t) = tensors.get(name) {
+            let t = t
+                .to_device(var.device())
+                .and_then(|t| t.to_dtype(var.dtype()))
+                .map_err(ck)?;
+            var.set(&t).map_err(ck)?;
+        }
+    }
+    tracing::debug!(path = %path.display(), vars = map.len(), "loaded checkpoint");
+    Ok(())
+}

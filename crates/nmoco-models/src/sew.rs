@@ -1,0 +1,204 @@
+//! SEW-ResNet (Fang et al. 2021, "Deep residual learning in spiking neural networks").
+//!
+//! Layout, on time-folded activations `[T·B, C, H, W]`:
+//! - `stem`: conv k×k/stem_stride (padding k/2) → BN → neuron, then optional max-pool 3×3/2.
+//! - `stages.{i}`: with [`Downsample::Transition`], an optional `transition` conv3×3/stride →
+//!   BN → neuron first; then `blocks.{j}`: `out = sn2(bn2(conv2(sn1(bn1(conv1(x))))))`,
+//!   `identity = x` or `downsample` (conv1×1/stride → BN → neuron, [`Downsample::Shortcut`]
+//!   only, first block, when stride or channels change), result `connect(identity, out)`.
+//! - global average pool → `[T, B, C_last]`.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use nmoco_snn::NeuronConfig;
+
+use crate::config::{Connect, Downsample, SewConfig};
+use crate::layers::{BatchNorm, Conv2d, Spiking, global_avg_pool, max_pool_3x3_s2};
+
+/// Conv (no bias) → BN → neuron, with variable prefixes given by the caller.
+#[derive(Debug)]
+pub(crate) struct ConvBnSn {
+    conv: Conv2d,
+    bn: BatchNorm,
+    sn: Spiking,
+}
+
+impl ConvBnSn {
+    /// `conv` names are `{conv}.weight`, `{bn}.*`, `{sn}.*`.
+    pub(crate) fn new(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        neuron: &NeuronConfig,
+        vb: &VarBuilder<'_>,
+        names: [&str; 3],
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(c_in, c_out, kernel, stride, kernel / 2, vb.pp(names[0]))?,
+            bn: BatchNorm::new(c_out, vb.pp(names[1]))?,
+            sn: Spiking::new(neuron, vb.pp(names[2]))?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, t: usize, train: bool) -> Result<Tensor> {
+        let y = self.conv.forward(x)?;
+        let y = self.bn.forward(&y, train)?;
+        self.sn.forward_folded(&y, t)
+    }
+}
+
+/// Applies the SEW connect function `g(identity, out)`.
+pub fn connect(kind: Connect, identity: &Tensor, out: &Tensor) -> Result<Tensor> {
+    match kind {
+        Connect::Add => identity + out,
+        Connect::And => identity * out,
+        Connect::Iand => identity * out.affine(-1.0, 1.0)?,
+    }
+}
+
+#[derive(Debug)]
+struct SewBlock {
+    a: ConvBnSn,
+    b: ConvBnSn,
+    downsample: Option<ConvBnSn>,
+    connect: Connect,
+}
+
+impl SewBlock {
+    fn forward(&self, x: &Tensor, t: usize, train: bool) -> Result<Tensor> {
+        let out = self.b.forward(&self.a.forward(x, t, train)?, t, train)?;
+        let identity = match &self.downsample {
+            Some(ds) => ds.forward(x, t, train)?,
+            None => x.clone(),
+        };
+        connect(self.connect, &identity, &out)
+    }
+}
+
+#[derive(Debug)]
+struct Stage {
+    transition: Option<ConvBnSn>,
+    blocks: Vec<SewBlock>,
+}
+
+/// A SEW-ResNet backbone.
+#[derive(Debug)]
+pub struct SewResnet {
+    stem: ConvBnSn,
+    stem_maxpool: bool,
+    stages: Vec<Stage>,
+    feature_dim: usize,
+}
+
+impl SewResnet {
+    /// Builds the network; the config must be valid (see [`SewConfig::validate`]).
+    pub fn new(cfg: &SewConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        let n = &cfg.neuron;
+        let stem = ConvBnSn::new(
+            cfg.in_channels,
+            cfg.stem_channels,
+            cfg.stem_kernel,
+            cfg.stem_stride,
+            n,
+            &vb.pp("stem"),
+            ["conv", "bn", "sn"],
+        )?;
+        let mut c_in = cfg.stem_channels;
+        let mut stages = Vec::with_capacity(cfg.stages.len());
+        for (i, sc) in cfg.stages.iter().enumerate() {
+            let svb = vb.pp(format!("stages.{i}"));
+            let changes = sc.stride != 1 || sc.channels != c_in;
+            let mut transition = None;
+            let mut first_stride = 1;
+            match cfg.downsample {
+                Downsample::Transition if changes => {
+                    transition = Some(ConvBnSn::new(
+                        c_in,
+                        sc.channels,
+                        3,
+                        sc.stride,
+                        n,
+                        &svb.pp("transition"),
+                        ["conv", "bn", "sn"],
+                    )?);
+                    c_in = sc.channels;
+                }
+                Downsample::Transition => {}
+                Downsample::Shortcut => first_stride = sc.stride,
+            }
+            let mut blocks = Vec::with_capacity(sc.blocks);
+            for j in 0..sc.blocks {
+                let bvb = svb.pp(format!("blocks.{j}"));
+                let stride = if j == 0 { first_stride } else { 1 };
+                let a = ConvBnSn::new(
+                    c_in,
+                    sc.channels,
+                    3,
+                    stride,
+                    n,
+                    &bvb,
+                    ["conv1", "bn1", "sn1"],
+                )?;
+                let b = ConvBnSn::new(
+                    sc.channels,
+                    sc.channels,
+                    3,
+                    1,
+                    n,
+                    &bvb,
+                    ["conv2", "bn2", "sn2"],
+                )?;
+                let downsample = if stride != 1 || c_in != sc.channels {
+                    Some(ConvBnSn::new(
+                        c_in,
+                        sc.channels,
+                        1,
+                        stride,
+                        n,
+                        &bvb.pp("downsample"),
+                        ["conv", "bn", "sn"],
+                    )?)
+                } else {
+                    None
+                };
+                blocks.push(SewBlock {
+                    a,
+                    b,
+                    downsample,
+                    connect: cfg.connect,
+                });
+                c_in = sc.channels;
+            }
+            stages.push(Stage { transition, blocks });
+        }
+        Ok(Self {
+            stem,
+            stem_maxpool: cfg.stem_maxpool,
+            stages,
+            feature_dim: c_in,
+        })
+    }
+
+    /// Feature dimension D.
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// `[T·B, C_in, H, W]` (time-folded) → pooled features `[T·B, D]`.
+    pub(crate) fn forward_folded(&self, x: &Tensor, t: usize, train: bool) -> Result<Tensor> {
+        let mut y = self.stem.forward(x, t, train)?;
+        if self.stem_maxpool {
+            y = max_pool_3x3_s2(&y)?;
+        }
+        for stage in &self.stages {
+            if let Some(tr) = &stage.transition {
+                y = tr.forward(&y, t, train)?;
+            }
+            for block in &stage.blocks {
+                y = block.forward(&y, t, train)?;
+            }
+        }
+        global_avg_pool(&y)
+    }
+}
