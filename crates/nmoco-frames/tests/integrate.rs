@@ -457,6 +457,30 @@ fn resize_pool_equals_event_mapping_for_integer_factors() {
 }
 
 #[test]
+fn identity_and_lookup_paths_agree() {
+    // Resize::Events at scale 1 goes through the lookup-table kernel, Resize::None through the
+    // identity kernel; the frames must be identical.
+    for seed in 0..4 {
+        let e = random_events(4000, 40, 30, seed);
+        for s in [Slicing::EventCount, Slicing::EqualTime] {
+            let base = cfg(5, 30, 40, s);
+            let a = integrate(&e, sensor(40, 30), &base).unwrap();
+            let b = integrate(
+                &e,
+                sensor(40, 30),
+                &FrameConfig {
+                    resize: Resize::Events,
+                    ..base
+                },
+            )
+            .unwrap();
+            assert_eq!(a, b);
+            assert_eq!(a.sum(), 4000.0);
+        }
+    }
+}
+
+#[test]
 fn resize_pool_preserves_totals_for_non_integer_factors() {
     let e = random_events(5000, 128, 128, 2);
     let c = FrameConfig {
