@@ -37,6 +37,7 @@ pub struct Dataset {
     cfg: DataConfig,
     split: Split,
     index: Arc<Index>,
+    samples: Arc<Vec<Sample>>,
     decoding: Decoding,
     cache: Option<Cache>,
     pool: Option<Arc<rayon::ThreadPool>>,
@@ -97,11 +98,13 @@ impl Dataset {
                 )?)
             }
         };
-        let labels = index.split(split).iter().map(|s| s.label).collect();
+        let samples = Arc::new(index.split(split).to_vec());
+        let labels = samples.iter().map(|s| s.label).collect();
         let ds = Dataset {
             cfg: cfg.clone(),
             split,
             index,
+            samples,
             decoding,
             cache,
             pool,
@@ -221,6 +224,26 @@ impl Dataset {
         Ok((f, s.label))
     }
 
+    /// A dataset holding only the samples at `keep` (positions in this split, in that order),
+    /// e.g. for low-label fine-tuning. It shares the cache, class list and options; its sample
+    /// `j` is this dataset's sample `keep[j]`.
+    pub fn subset(&self, keep: &[usize]) -> Result<Dataset, Error> {
+        let samples = keep
+            .iter()
+            .map(|&i| self.sample(i).cloned())
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Dataset {
+            cfg: self.cfg.clone(),
+            split: self.split,
+            index: self.index.clone(),
+            labels: samples.iter().map(|s| s.label).collect(),
+            samples: Arc::new(samples),
+            decoding: self.decoding.clone(),
+            cache: self.cache.clone(),
+            pool: self.pool.clone(),
+        })
+    }
+
     /// The indexed sample `i` (file, label, segment).
     pub fn sample(&self, i: usize) -> Result<&Sample, Error> {
         let all = self.samples();
@@ -232,7 +255,7 @@ impl Dataset {
 
     /// All samples of this split, in split order.
     pub fn samples(&self) -> &[Sample] {
-        self.index.split(self.split)
+        &self.samples
     }
 
     pub fn len(&self) -> usize {

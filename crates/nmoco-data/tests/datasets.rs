@@ -493,6 +493,15 @@ fn loader_batches_are_deterministic_and_shaped_t_b_2_h_w() {
         one.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
         a.iter().map(|v| v.0.clone()).collect::<Vec<_>>()
     );
+    // A subset is a dataset of the chosen samples, in the given order.
+    let sub = ds.subset(&[3, 1]).unwrap();
+    assert_eq!(sub.len(), 2);
+    assert_eq!(sub.labels(), &[ds.labels()[3], ds.labels()[1]]);
+    assert_eq!(sub.get(0).unwrap(), ds.get(3).unwrap());
+    assert!(matches!(
+        ds.subset(&[10]),
+        Err(Error::IndexOutOfRange { index: 10, len: 10 })
+    ));
     // Dropping a loader early does not hang.
     let mut early = Loader::new(ds.clone(), &lc, &aug, &Device::Cpu);
     let _ = early.next();
