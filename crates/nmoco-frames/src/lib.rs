@@ -10,6 +10,35 @@
 //! ([`augment_events`]) are driven by [`AugmentConfig`] and a seeded RNG, so every view is
 //! reproducible from `(seed, view)`.
 //!
+//! # Agreement with SpikingJelly (read from `spikingjelly/datasets/__init__.py`, fangwei123456/spikingjelly at 01823bed)
+//!
+//! * **Count split** (`cal_fixed_frames_number_segment_index`, `split_by='number'`): identical
+//!   index rule, in file order, including `N < T` (every frame but the last empty).
+//! * **Time split** (`split_by='time'`): SpikingJelly takes `dt = (t[-1] − t[0]) // T` and, for
+//!   each frame, the index range from the first to the last event with
+//!   `t0 + i·dt <= t < t0 + (i+1)·dt`, then forces the last frame's end to `N`. On time-sorted
+//!   input that is exactly [`Slicing::EqualTime`]. Differences: SpikingJelly raises
+//!   `IndexError` when a frame has no event (we give an empty frame), and on unsorted input its
+//!   index ranges pull in events from other times (we assign every event by its own
+//!   timestamp).
+//! * **Fixed windows**: SpikingJelly's `integrate_events_by_fixed_duration` counts windows
+//!   from absolute time 0 (`frame = t // duration`) and makes a variable number of frames
+//!   (`ceil(t[-1] / duration)`); [`Slicing::TimeWindow`] starts at the first event and always
+//!   makes `T` frames, dropping later events, as the issue specifies.
+//! * **Channels**: SpikingJelly's `integrate_events_segment_to_frame` puts `p == 0` in channel 0
+//!   and everything else in channel 1; so do we (`on == false` → 0).
+//! * **Resizing**: SpikingJelly's datasets do not resize; they integrate at the dataset's
+//!   native `H × W` (e.g. 180 × 240 for N-Caltech101, raw coordinates unshifted). Pipelines
+//!   built on it resize the float frames afterwards, e.g. torchvision `transforms.Resize((48,
+//!   48))` (bilinear; antialiased on tensors in recent torchvision) for DVS128 Gesture, or
+//!   `F.interpolate(..., mode='bilinear' | 'nearest')`; Spikformer's CIFAR10-DVS code uses the
+//!   native 128 × 128 with no resize. None of these preserves counts. [`Resize::Pool`] is
+//!   count-preserving area resampling (for integer factors `k`, exactly `k²·F.interpolate(
+//!   mode='area')`, i.e. sum pooling); [`Resize::Events`] maps coordinates
+//!   (`x' = floor(x·W'/W)`), which equals `Pool` for integer factors and is the fast choice.
+//!   Neither reproduces bilinear interpolation; a pipeline that needs it must resize the
+//!   frames itself.
+//!
 //! ```
 //! use nmoco_events::{Events, SensorSize};
 //! use nmoco_frames::{FrameConfig, integrate};
