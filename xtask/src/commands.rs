@@ -2,4 +2,5 @@
 
 pub mod ci;
 pub mod inspect;
+pub mod make_synthetic;
 pub mod tidy;

@@ -21,6 +21,8 @@ struct Cli {
 enum Cmd {
     /// Decode an event file and print a summary (format, counts, ranges, sha256_txyp)
     Inspect(util::Forward),
+    /// Generate the synthetic dataset ([--out DIR] [--seed N] [--classes K] [--per-class N])
+    MakeSynthetic(util::Forward),
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
     std::env::set_current_dir(util::project_root())?;
     match cli.cmd {
         Cmd::Inspect(a) => commands::inspect::run(a),
+        Cmd::MakeSynthetic(a) => commands::make_synthetic::run(a),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
     }

@@ -1,3 +1,4 @@
 //! One module per subcommand.
 
 pub mod inspect;
+pub mod make_synthetic;

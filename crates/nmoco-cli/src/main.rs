@@ -16,6 +16,8 @@ struct Cli {
 enum Cmd {
     /// Decode an event file and print a summary
     Inspect(cmd::inspect::Args),
+    /// Generate the synthetic event dataset (DVS128 Gesture layout)
+    MakeSynthetic(cmd::make_synthetic::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Inspect(a) => cmd::inspect::run(a),
+        Cmd::MakeSynthetic(a) => cmd::make_synthetic::run(a),
     }
 }
