@@ -1,3 +1,56 @@
-//! NeuroMoCo pre-training: momentum encoder, queue, MixInfoNCE, optimizers, checkpoints.
+//! NeuroMoCo pre-training: a master encoder (spiking backbone + projection head, applied per
+//! time step) trained by backpropagation, a subordinate encoder updated as its momentum copy,
+//! a FIFO queue of normalised time-mean keys, and the InfoNCE / MixInfoNCE losses.
 //!
-//! Work in progress: see ARCHITECTURE.md for what this crate will hold.
+//! The MixInfoNCE formula ([`loss`]) is **our reconstruction**: the paper (Ma et al. 2024,
+//! arXiv 2406.06305) names the loss but publishes no formula or code.
+//!
+//! Layers, from the bottom:
+//! - [`loss`]: [`moco_loss`] on plain tensors (tested against a scalar computation);
+//! - [`queue`], [`momentum`], [`optim`] (SGD/AdamW over candle `Var`s), [`schedule`];
+//! - [`step`]: [`train_step`], one step on one batch, independent of the loop;
+//! - [`trainer`]: [`pretrain`], the loop with the kNN monitor, `metrics.jsonl`, `curves.png`,
+//!   atomic checkpoints ([`checkpoint`]) and exact resume;
+//! - [`config`]: [`PretrainConfig`], `--set` overrides and validation.
+//!
+//! The library prints nothing: progress goes to an [`Observer`], logs to `tracing`.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use nmoco_train::loss::{LossKind, LossParams, moco_loss};
+//! # fn main() -> Result<(), nmoco_train::Error> {
+//! let dev = Device::Cpu;
+//! let q = Tensor::randn(0f32, 1.0, (4, 2, 8), &dev)?; // [T, B, C]
+//! let k = Tensor::randn(0f32, 1.0, (4, 2, 8), &dev)?;
+//! let queue = nmoco_train::Queue::random(16, 8, 0).tensor(&dev)?;
+//! let p = LossParams { kind: LossKind::Mix, lambda: 0.5, tau: 0.2 };
+//! let out = moco_loss(&q, &k, &queue, &p)?;
+//! assert!(out.loss.to_scalar::<f32>()? > 0.0);
+//! assert_eq!(out.key_mean.dims(), &[2, 8]);
+//! # Ok(()) }
+//! ```
+
+pub mod checkpoint;
+pub mod config;
+pub mod encoder;
+mod error;
+pub mod knn;
+pub mod loss;
+pub mod metrics;
+pub mod momentum;
+pub mod optim;
+pub mod queue;
+pub mod schedule;
+pub mod step;
+pub mod trainer;
+
+pub use config::{ConfigError, PretrainConfig};
+pub use encoder::{Encoder, EncoderPair, MocoEncoder};
+pub use error::{Error, Result};
+pub use loss::{LossKind, LossParams, moco_loss};
+pub use optim::{OptimKind, Optimizer};
+pub use queue::Queue;
+pub use step::{StepConfig, StepOutput, train_step};
+pub use trainer::{
+    EpochReport, Observer, RunPaths, Silent, StartInfo, StepReport, Summary, pretrain,
+};

@@ -1,0 +1,289 @@
+//! One NeuroMoCo training step, separate from the loop so it can be tested on tiny tensors.
+
+use candle_core::Tensor;
+
+use crate::encoder::{Encoder, EncoderPair};
+use crate::error::Result;
+use crate::loss::{LossParams, moco_loss};
+use crate::momentum::momentum_update;
+use crate::optim::Optimizer;
+use crate::queue::Queue;
+
+/// Per-step settings that do not change during a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepConfig {
+    pub loss: LossParams,
+    /// Also swap the views (query from `x_k`, key from `x_q`) and average the two losses.
+    pub symmetric: bool,
+    pub grad_clip: Option<f64>,
+}
+
+/// What one step reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepOutput {
+    pub loss: f32,
+    /// Global gradient norm before clipping (0 when the step was not applied).
+    pub grad_norm: f64,
+    /// False when the loss was not finite: then no update, momentum step or enqueue happened.
+    pub applied: bool,
+}
+
+/// Keys of the subordinate encoder: its forward runs on detached input and its output is
+/// detached, so no gradient can reach it.
+fn keys<E: Encoder>(key: &E, x: &Tensor) -> Result<Tensor> {
+    Ok(key.embed(&x.detach(), true)?.detach())
+}
+
+/// One step: both views forward (master with gradient on `x_q`, subordinate without on `x_k`),
+/// the loss against the queue, backward into the master, an optimizer update with learning rate
+/// `lr`, the momentum update of the subordinate encoder with coefficient `m`, and the enqueue of
+/// the batch's normalised time-mean keys (of `x_k`).
+pub fn train_step<E: Encoder>(
+    pair: &EncoderPair<E>,
+    optimizer: &mut Optimizer,
+    queue: &mut Queue,
+    x_q: &Tensor,
+    x_k: &Tensor,
+    lr: f64,
+    m: f64,
+    cfg: &StepConfig,
+) -> Result<StepOutput> {
+    let device = x_q.device();
+    let negatives = queue.tensor(device)?;
+    let q = pair.master.embed(x_q, true)?;
+    let k = keys(&pair.key, x_k)?;
+    let first = moco_loss(&q, &k, &negatives, &cfg.loss)?;
+    let loss = if cfg.symmetric {
+        let q2 = pair.master.embed(x_k, true)?;
+        let k2 = keys(&pair.key, x_q)?;
+        let second = moco_loss(&q2, &k2, &negatives, &cfg.loss)?;
+        ((first.loss + second.loss)? * 0.5)?
+    } else {
+        first.loss
+    };
+    let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+    if !value.is_finite() {
+        return Ok(StepOutput {
+            loss: value,
+            grad_norm: 0.0,
+            applied: false,
+        });
+    }
+    let grads = loss.backward()?;
+    let grad_norm = optimizer.step(&grads, lr, cfg.grad_clip)?;
+    momentum_update(&pair.key_vars, &pair.master_vars, m)?;
+    queue.push(&first.key_mean)?;
+    Ok(StepOutput {
+        loss: value,
+        grad_norm,
+        applied: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::snapshot;
+    use crate::loss::LossKind;
+    use crate::optim::{OptimKind, OptimParams};
+    use candle_core::{DType, Device, Module};
+    use candle_nn::{Linear, VarBuilder, linear};
+
+    /// A stand-in encoder: one linear layer per time step on the flattened frame, then a
+    /// linear head.
+    struct Tiny {
+        body: Linear,
+        head: Linear,
+    }
+
+    impl Tiny {
+        fn new(vb: VarBuilder<'_>) -> candle_core::Result<Self> {
+            Ok(Self {
+                body: linear(2 * 3 * 3, 6, vb.pp("backbone.fc"))?,
+                head: linear(6, 4, vb.pp("head.fc"))?,
+            })
+        }
+    }
+
+    impl Encoder for Tiny {
+        fn embed(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+            let f = self.features(x, train)?;
+            let (t, b, d) = f.dims3()?;
+            self.head
+                .forward(&f.reshape((t * b, d))?)?
+                .reshape((t, b, 4))
+        }
+        fn features(&self, x: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+            let (t, b) = (x.dim(0)?, x.dim(1)?);
+            self.body
+                .forward(&x.reshape((t * b, 18))?)?
+                .relu()?
+                .reshape((t, b, 6))
+        }
+    }
+
+    fn setup(seed: u64) -> (EncoderPair<Tiny>, Optimizer, Queue) {
+        let pair = EncoderPair::new(&Device::Cpu, seed, Tiny::new).unwrap();
+        let opt = Optimizer::new(
+            pair.trainable(),
+            OptimParams {
+                kind: OptimKind::Sgd,
+                momentum: 0.9,
+                weight_decay: 1e-4,
+                nesterov: false,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        );
+        (pair, opt, Queue::random(6, 4, seed))
+    }
+
+    fn views(seed: u64) -> (Tensor, Tensor) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut v = || -> Vec<f32> {
+            (0..3 * 2 * 18)
+                .map(|_| rng.random_range(0.0..1.0))
+                .collect()
+        };
+        let a = Tensor::from_vec(v(), (3, 2, 2, 3, 3), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(v(), (3, 2, 2, 3, 3), &Device::Cpu).unwrap();
+        (a, b)
+    }
+
+    fn cfg(symmetric: bool) -> StepConfig {
+        StepConfig {
+            loss: LossParams {
+                kind: LossKind::Mix,
+                lambda: 0.5,
+                tau: 0.2,
+            },
+            symmetric,
+            grad_clip: None,
+        }
+    }
+
+    fn flat(m: &std::collections::HashMap<String, Tensor>, n: &str) -> Vec<f32> {
+        m[n].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn key_encoder_starts_as_copy_and_follows_by_momentum_only() {
+        let (pair, mut opt, mut queue) = setup(1);
+        let before_q = snapshot(&pair.master_vars).unwrap();
+        let before_k = snapshot(&pair.key_vars).unwrap();
+        for n in before_q.keys() {
+            assert_eq!(
+                flat(&before_q, n),
+                flat(&before_k, n),
+                "{n}: key must start as a copy"
+            );
+        }
+        let (a, b) = views(2);
+        let out = train_step(&pair, &mut opt, &mut queue, &a, &b, 0.5, 0.9, &cfg(false)).unwrap();
+        assert!(out.applied && out.loss.is_finite() && out.grad_norm > 0.0);
+        let after_q = snapshot(&pair.master_vars).unwrap();
+        let after_k = snapshot(&pair.key_vars).unwrap();
+        for n in after_q.keys() {
+            let (q0, q1, k1) = (flat(&before_q, n), flat(&after_q, n), flat(&after_k, n));
+            assert_ne!(q0, q1, "{n}: the master must have been updated");
+            for i in 0..q0.len() {
+                // k0 = q0, so k1 = 0.9·q0 + 0.1·q1 exactly when nothing but momentum moved it.
+                let want = 0.9 * q0[i] + 0.1 * q1[i];
+                assert!((k1[i] - want).abs() < 1e-6, "{n}[{i}]: {} vs {want}", k1[i]);
+            }
+        }
+        // The batch's normalised mean keys went into rows 0 and 1 of the queue.
+        assert_eq!(queue.ptr(), 2);
+        for r in queue.keys()[..8].chunks(4) {
+            let n: f32 = r.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn gradients_reach_the_master_only() {
+        let (pair, _, queue) = setup(3);
+        let (a, b) = views(4);
+        let q = pair.master.embed(&a, true).unwrap();
+        let k = keys(&pair.key, &b).unwrap();
+        let out = moco_loss(
+            &q,
+            &k,
+            &queue.tensor(&Device::Cpu).unwrap(),
+            &cfg(false).loss,
+        )
+        .unwrap();
+        let grads = out.loss.backward().unwrap();
+        for (n, v) in crate::momentum::sorted_vars(&pair.master_vars) {
+            assert!(
+                grads.get(v.as_tensor()).is_some(),
+                "master {n} has no gradient"
+            );
+        }
+        for (n, v) in crate::momentum::sorted_vars(&pair.key_vars) {
+            assert!(grads.get(v.as_tensor()).is_none(), "key {n} got a gradient");
+        }
+    }
+
+    #[test]
+    fn a_non_finite_loss_changes_nothing() {
+        let (pair, mut opt, queue) = setup(5);
+        let (a, b) = views(6);
+        // A queue holding NaN makes the logits, hence the loss, NaN.
+        let mut keys = queue.keys().to_vec();
+        keys[0] = f32::NAN;
+        let mut queue = Queue::from_parts(queue.len(), queue.dim(), keys, 0).unwrap();
+        let before_k = snapshot(&pair.key_vars).unwrap();
+        let before_q = snapshot(&pair.master_vars).unwrap();
+        let before_queue = queue.clone();
+        let out = train_step(&pair, &mut opt, &mut queue, &a, &b, 0.5, 0.9, &cfg(false)).unwrap();
+        assert!(!out.applied && out.loss.is_nan());
+        let after_k = snapshot(&pair.key_vars).unwrap();
+        for n in before_k.keys() {
+            assert_eq!(flat(&before_k, n), flat(&after_k, n));
+        }
+        let bits = |q: &Queue| q.keys().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            (queue.ptr(), bits(&queue)),
+            (before_queue.ptr(), bits(&before_queue))
+        );
+        assert_eq!(opt.steps(), 0);
+        let after = snapshot(&pair.master_vars).unwrap();
+        for n in before_q.keys() {
+            assert_eq!(flat(&before_q, n), flat(&after, n));
+        }
+    }
+
+    #[test]
+    fn steps_are_deterministic_and_symmetric_mode_runs() {
+        let run = |symmetric| {
+            let (pair, mut opt, mut queue) = setup(7);
+            let mut losses = vec![];
+            for s in 0..4 {
+                let (a, b) = views(100 + s);
+                losses.push(
+                    train_step(
+                        &pair,
+                        &mut opt,
+                        &mut queue,
+                        &a,
+                        &b,
+                        0.1,
+                        0.99,
+                        &cfg(symmetric),
+                    )
+                    .unwrap()
+                    .loss,
+                );
+            }
+            losses
+        };
+        assert_eq!(run(false), run(false));
+        let sym = run(true);
+        assert!(sym.iter().all(|l| l.is_finite()));
+        assert_ne!(sym, run(false));
+        let _ = DType::F32;
+    }
+}

@@ -1,0 +1,633 @@
+//! The pre-training loop: epochs of [`train_step`], the kNN monitor, metrics, curves,
+//! checkpoints and resume. Progress is reported to an [`Observer`]; nothing is printed.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use nmoco_data::{Dataset, Loader, LoaderConfig, Split, Views, num_batches};
+
+use crate::checkpoint::{self, Checkpoint, FORMAT_VERSION, TrainerState};
+use crate::config::PretrainConfig;
+use crate::encoder::{Encoder, EncoderPair, MocoEncoder, restore, snapshot};
+use crate::error::{Error, Result, io_err};
+use crate::knn::{accuracy, knn_predict, normalize_rows};
+use crate::metrics::{self, MetricsWriter, Record};
+use crate::momentum::momentum_at;
+use crate::optim::Optimizer;
+use crate::queue::Queue;
+use crate::schedule::lr_at;
+use crate::step::{StepConfig, train_step};
+
+/// Sent once before the first step.
+#[derive(Debug, Clone)]
+pub struct StartInfo {
+    pub run_dir: PathBuf,
+    pub train_samples: usize,
+    pub steps_per_epoch: usize,
+    pub total_steps: usize,
+    pub batch_size: usize,
+    /// First epoch to run (1-based; > 1 when resuming).
+    pub first_epoch: usize,
+    pub epochs: usize,
+    /// Steps already done (when resuming).
+    pub start_step: usize,
+    pub trainable_params: usize,
+    pub num_classes: usize,
+    pub resumed_from: Option<PathBuf>,
+}
+
+/// Sent after every step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepReport {
+    pub epoch: usize,
+    /// Global step, 1-based.
+    pub step: usize,
+    pub step_in_epoch: usize,
+    pub loss: f32,
+    pub lr: f64,
+    pub momentum: f64,
+    pub grad_norm: f64,
+    /// Samples per second over this epoch so far.
+    pub samples_per_s: f64,
+}
+
+/// Sent after every epoch (and once with `epoch = 0` for the kNN accuracy before training).
+#[derive(Debug, Clone)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub step: usize,
+    pub loss_mean: Option<f64>,
+    pub knn_top1: Option<f64>,
+    pub samples_per_s: Option<f64>,
+    pub elapsed_s: f64,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Receives progress. Returning `ControlFlow::Break` from a callback stops the run cleanly
+/// after the current step (or epoch), as if the process had been killed there.
+pub trait Observer {
+    fn on_start(&mut self, _info: &StartInfo) {}
+    fn on_step(&mut self, _r: &StepReport) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    fn on_epoch(&mut self, _r: &EpochReport) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+    /// The kNN monitor is about to run on `queries + bank` samples.
+    fn on_monitor(&mut self, _epoch: usize) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// The outcome of a run.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    /// Epochs completed (equals `run.epochs` unless stopped by the observer).
+    pub epochs_done: usize,
+    pub steps_done: usize,
+    /// Losses of the steps run by this call, in order.
+    pub losses: Vec<f32>,
+    pub first_loss_mean: Option<f64>,
+    pub last_loss_mean: Option<f64>,
+    pub knn_initial: Option<f64>,
+    pub knn_final: Option<f64>,
+    pub best_knn: Option<f64>,
+    pub chance: f64,
+    /// Mean throughput of the steps run by this call (training steps only).
+    pub samples_per_s: f64,
+    pub wall_s: f64,
+    /// `final/encoder.safetensors`, written when all epochs completed.
+    pub final_encoder: Option<PathBuf>,
+    pub last_checkpoint: Option<PathBuf>,
+}
+
+/// Paths inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub root: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.root.join("curves.png")
+    }
+    pub fn checkpoints(&self) -> PathBuf {
+        self.root.join("checkpoints")
+    }
+    pub fn final_dir(&self) -> PathBuf {
+        self.root.join("final")
+    }
+    pub fn final_encoder(&self) -> PathBuf {
+        self.final_dir().join("encoder.safetensors")
+    }
+}
+
+/// Evenly spaced indices: `n` of `0..len` (all when `n == 0` or `n >= len`).
+pub fn spaced(len: usize, n: usize) -> Vec<usize> {
+    if n == 0 || n >= len {
+        return (0..len).collect();
+    }
+    (0..n).map(|i| i * len / n).collect()
+}
+
+/// Normalised time-mean backbone features of `indices` of `ds` (eval mode, no graph kept).
+pub fn features<E: Encoder>(
+    enc: &E,
+    ds: &Dataset,
+    indices: &[usize],
+    batch: usize,
+    device: &Device,
+) -> Result<(Vec<f32>, Vec<u32>, usize)> {
+    let mut feats = Vec::new();
+    let mut labels = Vec::with_capacity(indices.len());
+    let mut dim = 0;
+    for chunk in indices.chunks(batch.max(1)) {
+        let mut xs = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            let (f, label) = ds.get(i)?;
+            labels.push(label as u32);
+            xs.push(Tensor::from_vec(f.data, (f.t, 2, f.h, f.w), device)?);
+        }
+        let x = Tensor::stack(&xs, 1)?;
+        let y = enc.features(&x, false)?.detach().mean(0)?; // [B, D]
+        dim = y.dim(1)?;
+        feats.extend(
+            y.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    normalize_rows(&mut feats, dim.max(1));
+    Ok((feats, labels, dim))
+}
+
+/// The kNN monitor's data: a labelled memory bank from the train split and queries from the
+/// test split.
+#[derive(Debug)]
+pub struct KnnMonitor {
+    pub train: Arc<Dataset>,
+    pub test: Arc<Dataset>,
+    pub bank: Vec<usize>,
+    pub queries: Vec<usize>,
+    pub k: usize,
+    pub t: f64,
+    pub batch: usize,
+    pub num_classes: usize,
+}
+
+impl KnnMonitor {
+    /// Top-1 accuracy of the kNN classifier on the encoder's backbone features.
+    pub fn evaluate<E: Encoder>(&self, enc: &E, device: &Device) -> Result<f64> {
+        let (bank, bank_labels, dim) = features(enc, &self.train, &self.bank, self.batch, device)?;
+        let (q, q_labels, _) = features(enc, &self.test, &self.queries, self.batch, device)?;
+        let pred = knn_predict(
+            &q,
+            &bank,
+            &bank_labels,
+            dim,
+            self.num_classes,
+            self.k,
+            self.t,
+        );
+        Ok(accuracy(&pred, &q_labels))
+    }
+}
+
+fn knn_due(cfg: &PretrainConfig, epoch: usize) -> bool {
+    let every = cfg.monitor.knn_every;
+    every > 0 && (epoch.is_multiple_of(every) || epoch == cfg.run.epochs || epoch == 0)
+}
+
+/// Draw the curves from the metrics file into `curves.png`.
+pub fn plot_curves(metrics_path: &Path, png: &Path) -> Result<()> {
+    use nmoco_viz::lines::{Panel, Series, plot};
+    let recs = metrics::read(metrics_path)?;
+    let (mut loss, mut lr, mut knn, mut epoch_loss) = (vec![], vec![], vec![], vec![]);
+    for r in &recs {
+        match r {
+            Record::Step {
+                step,
+                loss: l,
+                lr: x,
+                ..
+            } => {
+                loss.push((*step as f64, *l));
+                lr.push((*step as f64, *x));
+            }
+            Record::Epoch {
+                epoch,
+                knn_top1,
+                loss_mean,
+                step,
+                ..
+            } => {
+                if let Some(a) = knn_top1 {
+                    knn.push((*epoch as f64, a * 100.0));
+                }
+                if let Some(l) = loss_mean {
+                    epoch_loss.push((*step as f64, *l));
+                }
+            }
+        }
+    }
+    let panels = [
+        Panel {
+            title: "loss".into(),
+            x_label: "step".into(),
+            series: vec![
+                Series::new("step", loss, [150, 170, 230]),
+                Series::new("epoch mean", epoch_loss, [200, 40, 40]).with_markers(),
+            ],
+        },
+        Panel {
+            title: "knn top-1 %".into(),
+            x_label: "epoch".into(),
+            series: vec![Series::new("knn", knn, [30, 140, 60]).with_markers()],
+        },
+        Panel {
+            title: "learning rate".into(),
+            x_label: "step".into(),
+            series: vec![Series::new("lr", lr, [60, 60, 60])],
+        },
+    ];
+    plot(&panels, 1200, 360).save_png(png)?;
+    Ok(())
+}
+
+/// Run (or resume) pre-training as configured. Writes `config.toml` before step 0, metrics per
+/// step and epoch, `curves.png` and a checkpoint per epoch, and `final/` at the end.
+pub fn pretrain(
+    cfg: &PretrainConfig,
+    device: &Device,
+    resume: bool,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
+    cfg.validate()?;
+    let wall = Instant::now();
+    let paths = RunPaths::new(cfg.run_dir());
+    let ck_dir = paths.checkpoints();
+    let latest = checkpoint::pointer(&ck_dir, "latest")?;
+    if !resume && latest.is_some() {
+        return Err(Error::Checkpoint {
+            path: ck_dir.clone(),
+            reason: "this run already has checkpoints: pass --resume to continue it, choose another run.name, or delete the directory".into(),
+        });
+    }
+    if resume && latest.is_none() {
+        return Err(Error::NoCheckpoint { dir: ck_dir });
+    }
+
+    // Data (opening validates the dataset root and builds the frame cache).
+    let train = Arc::new(Dataset::open(&cfg.data, Split::Train)?);
+    let test = Arc::new(Dataset::open(&cfg.data, Split::Test)?);
+    let bs = cfg.optim.batch_size;
+    let steps_per_epoch = num_batches(train.len(), bs, true);
+    if steps_per_epoch == 0 {
+        return Err(Error::Config(crate::config::ConfigError::Invalid {
+            key: "optim.batch_size".into(),
+            value: bs.to_string(),
+            allowed: format!("at most the {} training samples", train.len()),
+        }));
+    }
+    let total_steps = steps_per_epoch * cfg.run.epochs;
+    let warmup_steps = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
+    let num_classes = train.num_classes();
+    let monitor = KnnMonitor {
+        bank: spaced(train.len(), cfg.monitor.knn_bank),
+        queries: spaced(test.len(), cfg.monitor.knn_queries),
+        train: train.clone(),
+        test,
+        k: cfg.monitor.knn_k,
+        t: cfg.monitor.knn_t,
+        batch: cfg.monitor.batch_size,
+        num_classes,
+    };
+
+    // Model, optimizer, queue.
+    let backbone = cfg.model.backbone();
+    let (hh, ho) = (cfg.model.head_hidden, cfg.model.head_out);
+    let pair = EncoderPair::new(device, cfg.run.seed, |vb| {
+        MocoEncoder::new(&backbone, hh, ho, vb)
+    })?;
+    let trainable = pair.trainable();
+    let trainable_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut optimizer = Optimizer::new(trainable, cfg.optim_params());
+    let mut queue = Queue::random(cfg.moco.k, ho, cfg.run.seed ^ 0x0071_7565_7565);
+    let hash = cfg.hash()?;
+
+    std::fs::create_dir_all(&paths.root).map_err(io_err(&paths.root))?;
+    checkpoint::write_atomic(&paths.config(), cfg.resolved().to_toml()?.as_bytes())?;
+
+    let (mut epoch_done, mut step, mut best) = (0usize, 0usize, (None::<f64>, None::<usize>));
+    let mut knn_initial = None;
+    if let Some(dir) = &latest {
+        let ck = checkpoint::load(dir, device)?;
+        if ck.state.config_hash != hash {
+            return Err(Error::ConfigMismatch {
+                path: dir.clone(),
+                expected: hash,
+                found: ck.state.config_hash,
+            });
+        }
+        restore(&pair.master_vars, &ck.master)?;
+        restore(&pair.key_vars, &ck.key)?;
+        optimizer.load_state(ck.optimizer, ck.state.optimizer_steps)?;
+        queue = Queue::from_parts(
+            ck.state.queue_len,
+            ck.state.queue_dim,
+            ck.queue,
+            ck.state.queue_ptr,
+        )?;
+        epoch_done = ck.state.epoch;
+        step = ck.state.step;
+        best = (ck.state.best_knn_top1, ck.state.best_epoch);
+        metrics::truncate_after(&paths.metrics(), step, epoch_done)?;
+        tracing::info!(checkpoint = %dir.display(), epoch = epoch_done, step, "resumed");
+    }
+    let mut writer = MetricsWriter::open(&paths.metrics())?;
+
+    observer.on_start(&StartInfo {
+        run_dir: paths.root.clone(),
+        train_samples: train.len(),
+        steps_per_epoch,
+        total_steps,
+        batch_size: bs,
+        first_epoch: epoch_done + 1,
+        epochs: cfg.run.epochs,
+        start_step: step,
+        trainable_params,
+        num_classes,
+        resumed_from: latest.clone(),
+    });
+    tracing::info!(run = %paths.root.display(), train = train.len(), steps_per_epoch, total_steps, trainable_params, "pre-training");
+
+    if latest.is_none() && knn_due(cfg, 0) {
+        observer.on_monitor(0);
+        let acc = monitor.evaluate(&pair.master, device)?;
+        knn_initial = Some(acc);
+        let rec = Record::Epoch {
+            epoch: 0,
+            step: 0,
+            loss_mean: None,
+            knn_top1: Some(acc),
+            lr: lr_at(cfg.optim.lr, 0, total_steps, warmup_steps),
+            samples_per_s: None,
+            elapsed_s: wall.elapsed().as_secs_f64(),
+        };
+        writer.write(&rec)?;
+        tracing::info!(
+            knn_top1 = acc,
+            chance = 1.0 / num_classes as f64,
+            "kNN before training"
+        );
+        let _ = observer.on_epoch(&EpochReport {
+            epoch: 0,
+            step: 0,
+            loss_mean: None,
+            knn_top1: Some(acc),
+            samples_per_s: None,
+            elapsed_s: wall.elapsed().as_secs_f64(),
+            checkpoint: None,
+        });
+    }
+
+    let step_cfg = StepConfig {
+        loss: cfg.loss_params(),
+        symmetric: cfg.moco.symmetric,
+        grad_clip: cfg.optim.grad_clip,
+    };
+    let mut losses = Vec::new();
+    let (mut first_loss_mean, mut last_loss_mean, mut knn_final) = (None, None, None);
+    let mut last_checkpoint = latest.clone();
+    let (mut train_time, mut train_samples) = (0f64, 0usize);
+    let mut stopped = false;
+
+    'epochs: for epoch in epoch_done + 1..=cfg.run.epochs {
+        let lc = LoaderConfig {
+            batch_size: bs,
+            shuffle: true,
+            drop_last: true,
+            seed: cfg.run.seed,
+            epoch: epoch as u64,
+            views: Views::TwoViews,
+            prefetch: 2,
+        };
+        let t_epoch = Instant::now();
+        let (mut sum, mut n, mut seen) = (0f64, 0usize, 0usize);
+        for (i, batch) in Loader::new(train.clone(), &lc, &cfg.data.augment, device).enumerate() {
+            let batch = batch?;
+            let x2 = batch.x2.as_ref().ok_or_else(|| Error::Shape {
+                what: "two-view batch",
+                expected: "x2 present".into(),
+                got: vec![],
+            })?;
+            let lr = lr_at(cfg.optim.lr, step, total_steps, warmup_steps);
+            let m = momentum_at(cfg.moco.m, cfg.moco.m_schedule, step, total_steps);
+            let t0 = Instant::now();
+            let out = train_step(
+                &pair,
+                &mut optimizer,
+                &mut queue,
+                &batch.x,
+                x2,
+                lr,
+                m,
+                &step_cfg,
+            )?;
+            train_time += t0.elapsed().as_secs_f64();
+            if !out.applied {
+                tracing::error!(
+                    epoch,
+                    step = step + 1,
+                    loss = out.loss,
+                    "loss is not finite; stopping"
+                );
+                return Err(Error::Diverged {
+                    epoch,
+                    step: step + 1,
+                    loss: out.loss,
+                    last_checkpoint,
+                });
+            }
+            step += 1;
+            let b = batch.indices.len();
+            seen += b;
+            train_samples += b;
+            sum += out.loss as f64;
+            n += 1;
+            losses.push(out.loss);
+            let sps = seen as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
+            if step.is_multiple_of(cfg.run.log_every) || i + 1 == steps_per_epoch {
+                writer.write(&Record::Step {
+                    epoch,
+                    step,
+                    loss: out.loss as f64,
+                    lr,
+                    momentum: m,
+                    grad_norm: out.grad_norm,
+                    samples_per_s: sps,
+                    elapsed_s: wall.elapsed().as_secs_f64(),
+                })?;
+            }
+            tracing::debug!(
+                epoch,
+                step,
+                loss = out.loss,
+                lr,
+                grad_norm = out.grad_norm,
+                "step"
+            );
+            let report = StepReport {
+                epoch,
+                step,
+                step_in_epoch: i + 1,
+                loss: out.loss,
+                lr,
+                momentum: m,
+                grad_norm: out.grad_norm,
+                samples_per_s: sps,
+            };
+            if observer.on_step(&report).is_break() {
+                stopped = true;
+                break 'epochs;
+            }
+        }
+        let loss_mean = (n > 0).then(|| sum / n as f64);
+        first_loss_mean = first_loss_mean.or(loss_mean);
+        last_loss_mean = loss_mean;
+        let epoch_sps = seen as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
+        let knn = if knn_due(cfg, epoch) {
+            observer.on_monitor(epoch);
+            Some(monitor.evaluate(&pair.master, device)?)
+        } else {
+            None
+        };
+        knn_final = knn.or(knn_final);
+        let is_best = match (knn, best.0) {
+            (Some(a), Some(b)) => a > b,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if is_best {
+            best = (knn, Some(epoch));
+        }
+        let mut ck_path = None;
+        if epoch.is_multiple_of(cfg.checkpoint.every_epochs) || epoch == cfg.run.epochs {
+            let state = TrainerState {
+                format: FORMAT_VERSION,
+                epoch,
+                step,
+                optimizer_steps: optimizer.steps(),
+                queue_len: queue.len(),
+                queue_dim: queue.dim(),
+                queue_ptr: queue.ptr(),
+                config_hash: hash.clone(),
+                seed: cfg.run.seed,
+                loss_mean,
+                knn_top1: knn,
+                best_knn_top1: best.0,
+                best_epoch: best.1,
+            };
+            let ck = Checkpoint {
+                master: snapshot(&pair.master_vars)?,
+                key: snapshot(&pair.key_vars)?,
+                optimizer: optimizer.state().clone(),
+                queue: queue.keys().to_vec(),
+                state,
+            };
+            let p = checkpoint::save(&ck_dir, &ck, is_best)?;
+            checkpoint::prune(&ck_dir, cfg.checkpoint.keep_last)?;
+            last_checkpoint = Some(p.clone());
+            ck_path = Some(p);
+        }
+        let elapsed = wall.elapsed().as_secs_f64();
+        writer.write(&Record::Epoch {
+            epoch,
+            step,
+            loss_mean,
+            knn_top1: knn,
+            lr: lr_at(
+                cfg.optim.lr,
+                step.min(total_steps.saturating_sub(1)),
+                total_steps,
+                warmup_steps,
+            ),
+            samples_per_s: Some(epoch_sps),
+            elapsed_s: elapsed,
+        })?;
+        if let Err(e) = plot_curves(&paths.metrics(), &paths.curves()) {
+            tracing::warn!(error = %e, "could not draw curves.png");
+        }
+        tracing::info!(
+            epoch,
+            step,
+            loss_mean,
+            knn_top1 = knn,
+            samples_per_s = epoch_sps,
+            "epoch done"
+        );
+        epoch_done = epoch;
+        let r = EpochReport {
+            epoch,
+            step,
+            loss_mean,
+            knn_top1: knn,
+            samples_per_s: Some(epoch_sps),
+            elapsed_s: elapsed,
+            checkpoint: ck_path,
+        };
+        if observer.on_epoch(&r).is_break() {
+            stopped = true;
+            break;
+        }
+    }
+
+    let mut final_encoder = None;
+    if !stopped && epoch_done == cfg.run.epochs {
+        let dir = paths.final_dir();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let enc = paths.final_encoder();
+        let tmp = dir.join(".encoder.safetensors.tmp");
+        let tensors: HashMap<String, Tensor> = snapshot(&pair.master_vars)?;
+        candle_core::safetensors::save(&tensors, &tmp)?;
+        std::fs::rename(&tmp, &enc).map_err(io_err(&enc))?;
+        checkpoint::write_atomic(
+            &dir.join("config.toml"),
+            cfg.resolved().to_toml()?.as_bytes(),
+        )?;
+        final_encoder = Some(enc);
+    }
+    Ok(Summary {
+        run_dir: paths.root,
+        epochs_done: epoch_done,
+        steps_done: step,
+        losses,
+        first_loss_mean,
+        last_loss_mean,
+        knn_initial,
+        knn_final,
+        best_knn: best.0,
+        chance: 1.0 / num_classes.max(1) as f64,
+        samples_per_s: train_samples as f64 / train_time.max(1e-9),
+        wall_s: wall.elapsed().as_secs_f64(),
+        final_encoder,
+        last_checkpoint,
+    })
+}

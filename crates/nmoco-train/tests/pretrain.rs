@@ -1,0 +1,240 @@
+//! End-to-end runs of the trainer on a tiny synthetic dataset and a tiny SEW-ResNet: run
+//! layout, exact resume after an interruption, config checks before any work.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use candle_core::Device;
+use nmoco_models::{BackboneConfig, Connect, Downsample, SewConfig, StageConfig};
+use nmoco_train::metrics::{self, Record};
+use nmoco_train::{Error, Observer, PretrainConfig, Silent, StepReport, pretrain};
+
+fn make_data(dir: &Path) {
+    let scfg = nmoco_synth::SynthConfig {
+        classes: 2,
+        per_class: 4,
+        users: 2,
+        train_users: 1,
+        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
+        sensor: nmoco_events::SensorSize {
+            width: 32,
+            height: 32,
+        },
+        segment_us: (50_000, 60_000),
+        gap_us: (10_000, 12_000),
+        seed: 3,
+        ..Default::default()
+    };
+    nmoco_synth::generate(&scfg, dir).unwrap();
+}
+
+fn tiny_backbone() -> BackboneConfig {
+    BackboneConfig::SewResnet(SewConfig {
+        in_channels: 2,
+        stem_channels: 4,
+        stem_kernel: 3,
+        stem_stride: 1,
+        stem_maxpool: false,
+        stages: vec![StageConfig {
+            channels: 8,
+            blocks: 1,
+            stride: 2,
+        }],
+        downsample: Downsample::Transition,
+        connect: Connect::Add,
+        neuron: Default::default(),
+    })
+}
+
+fn config(root: &Path, data: &Path, name: &str, extra: &[&str]) -> PretrainConfig {
+    let mut sets: Vec<String> = [
+        format!("run.name={name:?}"),
+        format!("run.runs_dir={:?}", root.to_str().unwrap()),
+        format!("data.root={:?}", data.to_str().unwrap()),
+        "run.epochs=2".into(),
+        "data.frames.t=2".into(),
+        "data.frames.height=16".into(),
+        "data.frames.width=16".into(),
+        "optim.batch_size=4".into(),
+        "optim.warmup_epochs=0.5".into(),
+        "moco.k=8".into(),
+        "model.head_hidden=16".into(),
+        "model.head_out=8".into(),
+        "monitor.knn_k=3".into(),
+        "checkpoint.keep_last=1".into(),
+    ]
+    .into();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let mut cfg = PretrainConfig::default_with(&sets, None).unwrap();
+    cfg.model.backbone = Some(tiny_backbone());
+    cfg
+}
+
+/// Stops the run after `after` steps, as a kill would.
+struct KillAfter(usize);
+impl Observer for KillAfter {
+    fn on_step(&mut self, r: &StepReport) -> ControlFlow<()> {
+        if r.step >= self.0 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+fn load(p: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
+    candle_core::safetensors::load(p, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn resume_after_an_interruption_reproduces_the_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_data(&data);
+    let runs = tmp.path().join("runs");
+    let dev = Device::Cpu;
+
+    // Uninterrupted: 2 epochs of 2 steps.
+    let a = pretrain(&config(&runs, &data, "a", &[]), &dev, false, &mut Silent).unwrap();
+    assert_eq!((a.epochs_done, a.steps_done, a.losses.len()), (2, 4, 4));
+    assert!(a.losses.iter().all(|l| l.is_finite() && *l > 0.0));
+    assert!(a.knn_initial.is_some() && a.knn_final.is_some());
+
+    // Interrupted in the middle of epoch 2 (after step 3), then resumed.
+    let cfg_b = config(&runs, &data, "b", &[]);
+    let b1 = pretrain(&cfg_b, &dev, false, &mut KillAfter(3)).unwrap();
+    assert_eq!(b1.losses, a.losses[..3].to_vec());
+    assert!(b1.final_encoder.is_none());
+    // A second fresh start over existing checkpoints is refused.
+    assert!(matches!(
+        pretrain(&cfg_b, &dev, false, &mut Silent),
+        Err(Error::Checkpoint { .. })
+    ));
+    let b2 = pretrain(&cfg_b, &dev, true, &mut Silent).unwrap();
+    assert_eq!(
+        b2.losses,
+        a.losses[2..].to_vec(),
+        "resumed losses must equal the uninterrupted ones exactly"
+    );
+    assert_eq!(b2.steps_done, 4);
+
+    // Identical final weights.
+    let (fa, fb) = (
+        load(a.final_encoder.as_ref().unwrap()),
+        load(b2.final_encoder.as_ref().unwrap()),
+    );
+    assert_eq!(fa.len(), fb.len());
+    for (n, t) in &fa {
+        let u = &fb[n];
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            u.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            "{n}"
+        );
+    }
+    assert!(
+        fa.keys()
+            .all(|n| n.starts_with("backbone.") || n.starts_with("head."))
+    );
+    assert!(fa.keys().any(|n| n.ends_with("running_mean")));
+
+    // The metrics of the killed partial epoch were not duplicated.
+    let steps: Vec<usize> = metrics::read(&b2.run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4]);
+
+    // Resuming under a changed config is refused.
+    let changed = config(&runs, &data, "b", &["optim.lr=0.5"]);
+    assert!(matches!(
+        pretrain(&changed, &dev, true, &mut Silent),
+        Err(Error::ConfigMismatch { .. })
+    ));
+}
+
+#[test]
+fn run_directory_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_data(&data);
+    let runs = tmp.path().join("runs");
+    let cfg = config(
+        &runs,
+        &data,
+        "layout",
+        &[
+            "run.epochs=1",
+            "moco.loss=infonce",
+            "optim.kind=adamw",
+            "optim.lr=0.001",
+        ],
+    );
+    let s = pretrain(&cfg, &Device::Cpu, false, &mut Silent).unwrap();
+    let d = runs.join("layout");
+    for f in [
+        "config.toml",
+        "metrics.jsonl",
+        "curves.png",
+        "checkpoints/latest",
+        "checkpoints/best",
+        "checkpoints/epoch-0001/master.safetensors",
+        "checkpoints/epoch-0001/key.safetensors",
+        "checkpoints/epoch-0001/optimizer.safetensors",
+        "checkpoints/epoch-0001/queue.safetensors",
+        "checkpoints/epoch-0001/state.json",
+        "final/encoder.safetensors",
+        "final/config.toml",
+    ] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    // The written config reads back into the same config (same hash).
+    let text = std::fs::read_to_string(d.join("final/config.toml")).unwrap();
+    let back = PretrainConfig::from_toml(&text, None, &[], None).unwrap();
+    assert_eq!(back.hash().unwrap(), cfg.hash().unwrap());
+    assert_eq!(back.model.backbone, Some(tiny_backbone()));
+    // The master checkpoint has exactly the final encoder's names.
+    let m = load(&d.join("checkpoints/epoch-0001/master.safetensors"));
+    let f = load(&d.join("final/encoder.safetensors"));
+    let mut mk: Vec<_> = m.keys().collect();
+    let mut fk: Vec<_> = f.keys().collect();
+    mk.sort();
+    fk.sort();
+    assert_eq!(mk, fk);
+    assert_eq!(s.chance, 0.5);
+}
+
+#[test]
+fn a_missing_dataset_root_fails_before_any_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    let cfg = config(&runs, &tmp.path().join("nope"), "x", &[]);
+    let e = pretrain(&cfg, &Device::Cpu, false, &mut Silent).unwrap_err();
+    assert!(matches!(e, Error::Data(_)), "{e}");
+    assert!(!runs.exists());
+}
+
+#[test]
+fn the_shipped_synthetic_config_is_the_built_in_default() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/synthetic.toml");
+    let file = PretrainConfig::load(&p, &[], None).unwrap();
+    let def = PretrainConfig::default_with(&[], None).unwrap();
+    assert_eq!(file.hash().unwrap(), def.hash().unwrap());
+    assert_eq!(file.run.name, def.run.name);
+    // Every shipped config parses and validates (with a root from the environment).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            PretrainConfig::load(&p, &[], Some("/data"))
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 7);
+}
