@@ -42,6 +42,7 @@ mod events;
 mod format;
 pub mod nbin;
 mod reader;
+mod summary;
 
 use std::path::Path;
 
@@ -52,6 +53,7 @@ pub use format::{
     sniff_extension, sniff_file,
 };
 pub use reader::{EventIter, Reader};
+pub use summary::Summary;
 
 /// Files at least this large are memory-mapped by [`read_file_with`]; smaller ones are read.
 pub const MMAP_THRESHOLD: u64 = 1 << 20;

@@ -35,3 +35,4 @@ pub fn events(n: usize, seed: u64, t0: i64, w: u16, h: u16) -> Events {
         })
         .collect()
 }
+pub mod sample;
