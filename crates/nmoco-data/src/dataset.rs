@@ -151,7 +151,7 @@ impl Dataset {
             "building frame cache"
         );
         let done = AtomicUsize::new(0);
-        let step = (total / 100).max(1);
+        let step = (total / 20).max(1);
         let groups: Vec<(&PathBuf, Vec<&Sample>)> = groups.into_iter().collect();
         self.install(|| {
             groups
