@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod ci;
+pub mod data;
 pub mod inspect;
 pub mod make_synthetic;
+pub mod show;
 pub mod tidy;

@@ -23,6 +23,10 @@ enum Cmd {
     Inspect(util::Forward),
     /// Generate the synthetic dataset ([--out DIR] [--seed N] [--classes K] [--per-class N])
     MakeSynthetic(util::Forward),
+    /// Verify a dataset root: `data check --dataset NAME --root DIR [--deep] [--partial]`
+    Data(util::Forward),
+    /// Render frames of an event file or dataset sample as a PNG grid (FILE --out grid.png)
+    Show(util::Forward),
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
@@ -35,6 +39,8 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Inspect(a) => commands::inspect::run(a),
         Cmd::MakeSynthetic(a) => commands::make_synthetic::run(a),
+        Cmd::Data(a) => commands::data::run(a),
+        Cmd::Show(a) => commands::show::run(a),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
     }

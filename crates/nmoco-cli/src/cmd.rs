@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod data;
 pub mod inspect;
 pub mod make_synthetic;
+pub mod show;

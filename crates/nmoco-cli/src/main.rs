@@ -16,20 +16,42 @@ struct Cli {
 enum Cmd {
     /// Decode an event file and print a summary
     Inspect(cmd::inspect::Args),
+    /// Dataset tools: `data check --dataset NAME --root DIR`
+    Data(cmd::data::Args),
+    /// Render the frames of an event file or dataset sample as a PNG grid
+    Show(cmd::show::Args),
     /// Generate the synthetic event dataset (DVS128 Gesture layout)
     MakeSynthetic(cmd::make_synthetic::Args),
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("NMOCO_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    let mut filter =
+        EnvFilter::try_from_env("NMOCO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // On a terminal, dataset cache progress is drawn as a bar instead of logged line by line.
+    let tty = std::io::stderr().is_terminal();
+    if tty {
+        filter = filter.add_directive("nmoco_data::progress=warn".parse()?);
+    }
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(tty.then(|| {
+            cmd::data::CacheProgress::default().with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(nmoco_data::PROGRESS_TARGET, tracing::Level::INFO),
+            )
+        }))
         .init();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Inspect(a) => cmd::inspect::run(a),
+        Cmd::Data(a) => cmd::data::run(a),
+        Cmd::Show(a) => cmd::show::run(a),
         Cmd::MakeSynthetic(a) => cmd::make_synthetic::run(a),
     }
 }

@@ -1,0 +1,300 @@
+//! `nmoco data check --dataset NAME --root DIR`: verify a dataset root (layout, file counts,
+//! samples per class and split) before hours of training are spent.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use nmoco_data::{CacheMode, DataConfig, Dataset, DatasetKind, IndexOptions, Split};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub cmd: DataCmd,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCmd {
+    /// Index a dataset root and print files and samples per class and split
+    Check(CheckArgs),
+    /// Build (or validate) the frame cache of both splits, optionally timing the loader
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BuildArgs {
+    #[arg(long, value_parser = parse_kind)]
+    pub dataset: DatasetKind,
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Cache folder (default <root>/.nmoco-cache)
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Number of frames
+    #[arg(long = "t", default_value_t = 16)]
+    pub t: usize,
+    /// Frame size N (N×N); default: the dataset's literature size
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Threads (0 = all cores)
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// After building, time one epoch of two-view batches of this size on the train split
+    #[arg(long)]
+    pub time_loader: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// cifar10_dvs | dvs128_gesture | n_caltech101 | n_mnist | synthetic
+    #[arg(long, value_parser = parse_kind)]
+    pub dataset: DatasetKind,
+    /// The dataset root, laid out as the dataset ships
+    #[arg(long)]
+    pub root: PathBuf,
+    /// CIFAR10-DVS: use the TEBN split (files 0-99 of each class are test)
+    #[arg(long)]
+    pub tebn: bool,
+    /// N-Caltech101: leave out BACKGROUND_Google
+    #[arg(long)]
+    pub no_background: bool,
+    /// Also decode every event file (slower; finds unreadable files)
+    #[arg(long)]
+    pub deep: bool,
+    /// Succeed even when the counts differ from the published dataset (subsets, fake roots)
+    #[arg(long)]
+    pub partial: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_kind(s: &str) -> Result<DatasetKind, String> {
+    DatasetKind::parse(s).ok_or_else(|| {
+        format!(
+            "unknown dataset {s:?}; expected one of {}",
+            DatasetKind::ALL.map(|k| k.name()).join(", ")
+        )
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.cmd {
+        DataCmd::Check(a) => check(a),
+        DataCmd::Build(a) => build(a),
+    }
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<()> {
+    let mut cfg = DataConfig::for_dataset(a.dataset.clone(), &a.root);
+    cfg.cache_dir = a.cache_dir.clone();
+    cfg.workers = a.workers;
+    cfg.frames.t = a.t;
+    if let Some(n) = a.size {
+        cfg.frames.height = n;
+        cfg.frames.width = n;
+        if cfg.frames.resize == nmoco_frames::Resize::None {
+            cfg.frames.resize = nmoco_frames::Resize::Pool;
+        }
+    }
+    let mut train = None;
+    for split in [Split::Train, Split::Test] {
+        let t0 = std::time::Instant::now();
+        let ds = Dataset::open(&cfg, split)?;
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "{split}: {} samples of {:?} in {secs:.2} s ({:.1} samples/s), cache {}",
+            ds.len(),
+            ds.frame_shape(),
+            ds.len() as f64 / secs.max(1e-9),
+            ds.cache_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+        if split == Split::Train {
+            train = Some(ds);
+        }
+    }
+    if let (Some(bs), Some(ds)) = (a.time_loader, train) {
+        let ds = std::sync::Arc::new(ds);
+        let lc = nmoco_data::LoaderConfig {
+            batch_size: bs,
+            views: nmoco_data::Views::TwoViews,
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let mut n = 0usize;
+        for b in nmoco_data::Loader::new(ds, &lc, &cfg.augment, &candle_core::Device::Cpu) {
+            n += b?.indices.len();
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "loader: {n} two-view samples (batch {bs}) in {secs:.2} s ({:.1} samples/s)",
+            n as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<()> {
+    let opts = IndexOptions {
+        cifar_split: if a.tebn {
+            nmoco_data::CifarSplit::Tebn
+        } else {
+            nmoco_data::CifarSplit::SpikingJelly
+        },
+        ncaltech_include_background: !a.no_background,
+        ..IndexOptions::default()
+    };
+    let rep = nmoco_data::check_root_with(&a.dataset, &a.root, &opts)
+        .with_context(|| format!("checking {} root {}", a.dataset, a.root.display()))?;
+    let mut decode_errors = Vec::new();
+    if a.deep {
+        let mut cfg = DataConfig::for_dataset(a.dataset.clone(), &a.root);
+        cfg.cifar_split = opts.cifar_split;
+        cfg.ncaltech_include_background = opts.ncaltech_include_background;
+        for split in [Split::Train, Split::Test] {
+            let ds = Dataset::open_with(&cfg, split, CacheMode::Off)?;
+            decode_errors.extend(
+                ds.verify_sources()
+                    .into_iter()
+                    .map(|e| format!("{:#}", anyhow::Error::new(e))),
+            );
+        }
+    }
+    if a.json {
+        let mut v = serde_json::to_value(&rep)?;
+        v["decode_errors"] = serde_json::json!(decode_errors);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("dataset    {}", rep.dataset);
+        println!("data root  {}", rep.data_root.display());
+        println!("files      {}", rep.files);
+        println!("classes    {}", rep.class_names.len());
+        let wname = rep
+            .class_names
+            .iter()
+            .map(|n| n.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        println!(
+            "  {:>3}  {:<wname$}  {:>7}  {:>7}",
+            "#", "class", "train", "test"
+        );
+        for (c, name) in rep.class_names.iter().enumerate() {
+            println!(
+                "  {c:>3}  {name:<wname$}  {:>7}  {:>7}",
+                rep.train_per_class[c], rep.test_per_class[c]
+            );
+        }
+        println!(
+            "  {:>3}  {:<wname$}  {:>7}  {:>7}",
+            "",
+            "total",
+            rep.train_total(),
+            rep.test_total()
+        );
+        if let Some(p) = rep.published {
+            let split = match (p.train, p.test) {
+                (Some(tr), Some(te)) => format!(", {tr}/{te} train/test"),
+                _ => String::new(),
+            };
+            println!("published  {} classes, {} files{split}", p.classes, p.files);
+        }
+        if a.deep {
+            println!("decoded    every file, {} failed", decode_errors.len());
+        }
+        for w in &rep.warnings {
+            println!("warning: {w}");
+        }
+        for e in &decode_errors {
+            println!("error: {e}");
+        }
+    }
+    if !decode_errors.is_empty() {
+        bail!("{} event files could not be decoded", decode_errors.len());
+    }
+    if !rep.warnings.is_empty() && !a.partial {
+        bail!(
+            "the root differs from the published dataset ({} warnings); pass --partial to accept it",
+            rep.warnings.len()
+        );
+    }
+    if !a.json {
+        println!("ok");
+    }
+    Ok(())
+}
+
+/// Draws a progress bar from nmoco-data's cache-building events (target
+/// [`nmoco_data::PROGRESS_TARGET`], fields `done`, `total`, `dataset`, `split`).
+#[derive(Default)]
+pub struct CacheProgress {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+#[derive(Default)]
+struct ProgressFields {
+    done: Option<u64>,
+    total: Option<u64>,
+    dataset: String,
+    split: String,
+}
+
+impl tracing::field::Visit for ProgressFields {
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        match field.name() {
+            "done" => self.done = Some(value),
+            "total" => self.total = Some(value),
+            _ => {}
+        }
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.record_u64(field, value.max(0) as u64);
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "dataset" => self.dataset = value.to_string(),
+            "split" => self.split = value.to_string(),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CacheProgress {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() != nmoco_data::PROGRESS_TARGET {
+            return;
+        }
+        let mut f = ProgressFields::default();
+        event.record(&mut f);
+        let (Some(done), Some(total)) = (f.done, f.total) else {
+            return;
+        };
+        let Ok(mut slot) = self.bar.lock() else {
+            return;
+        };
+        if slot.is_none() || done == 0 {
+            let pb = indicatif::ProgressBar::new(total);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta} left)")
+            {
+                pb.set_style(style.progress_chars("=> "));
+            }
+            pb.set_message(format!("frame cache {} {}", f.dataset, f.split));
+            *slot = Some(pb);
+        }
+        if let Some(pb) = slot.as_ref() {
+            pb.set_position(done);
+            if done >= total {
+                pb.finish();
+                *slot = None;
+            }
+        }
+    }
+}
