@@ -643,7 +643,7 @@ fn compress(compression: Compression, raw: &[u8]) -> Result<Vec<u8>> {
             let level = if compression == Compression::Zstd {
                 3
             } else {
-                19
+                9
             };
             zstd::stream::encode_all(raw, level).map_err(Error::write)
         }

@@ -71,7 +71,7 @@ impl Events {
         })
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Event> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Event> + ExactSizeIterator + '_ {
         (0..self.len()).map(move |i| Event {
             t: self.t[i],
             x: self.x[i],

@@ -12,8 +12,10 @@
 //!
 //! The writer is the inverse of the default reader: it emits an overflow record (`x = 0`,
 //! `y = 240`, `p = 0`, `t = 0`) whenever the next event's timestamp no longer fits in 23 bits
-//! above the running offset. It therefore needs non-decreasing, non-negative timestamps and
-//! `y != 240`; anything else is [`Error::Unrepresentable`].
+//! above the running offset (8192 µs per record written so far). Every timestamp must
+//! therefore be at least that offset (true for non-negative, non-decreasing timestamps; unsorted
+//! ones are fine as long as no marker is needed before them), and `y != 240`; anything else is
+//! [`Error::Unrepresentable`].
 
 use std::io::Write;
 use std::path::Path;
@@ -153,7 +155,7 @@ pub fn write_with<W: Write>(w: W, events: &Events, overflow: NbinOverflow) -> Re
                 i,
                 "t",
                 t,
-                "timestamps must be non-negative and non-decreasing",
+                "timestamp is below the offset of the overflow records already written",
             ));
         }
         if let Some(inc) = inc {
