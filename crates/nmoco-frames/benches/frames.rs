@@ -8,7 +8,10 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nmoco_events::{Events, SensorSize};
-use nmoco_frames::{FrameConfig, Slicing, integrate, integrate_batch, integrate_batch_into};
+use nmoco_frames::{
+    AugmentConfig, FrameConfig, Resize, Slicing, integrate, integrate_batch, integrate_batch_into,
+    two_views,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -102,5 +105,73 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// N-Caltech101-sized sample (300 k events on a 240 × 180 sensor) to 16 × 2 × 128 × 128 by
+/// coordinate mapping and by area pooling; and the two-view augmentation of one sample.
+fn bench_resize_and_views(c: &mut Criterion) {
+    let n = 300_000;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut ev = Events::with_capacity(n);
+    for i in 0..n {
+        ev.t.push(i as i64);
+        ev.x.push(rng.random_range(0..240));
+        ev.y.push(rng.random_range(0..180));
+        ev.on.push(rng.random());
+    }
+    let sensor = SensorSize {
+        width: 240,
+        height: 180,
+    };
+    let mut g = c.benchmark_group("ncaltech_sample_300k");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(n as u64));
+    for resize in [Resize::Events, Resize::Pool] {
+        let cfg = FrameConfig {
+            resize,
+            ..FrameConfig::default()
+        };
+        g.bench_function(format!("{resize:?}_240x180_to_128x128"), |b| {
+            b.iter(|| integrate(black_box(&ev), sensor, &cfg).expect("valid events"))
+        });
+    }
+    g.finish();
+
+    let frames = integrate(
+        &ev,
+        sensor,
+        &FrameConfig {
+            resize: Resize::Events,
+            ..FrameConfig::default()
+        },
+    )
+    .expect("valid events");
+    let all_on = AugmentConfig {
+        crop_p: 1.0,
+        hflip_p: 1.0,
+        translate_p: 1.0,
+        rotate_p: 1.0,
+        cutout_p: 1.0,
+        drop_p: 1.0,
+        time_shift_p: 1.0,
+        ..AugmentConfig::default()
+    };
+    let mut g = c.benchmark_group("two_views_16x2x128x128");
+    g.sample_size(20);
+    g.bench_function("default_config", |b| {
+        let mut seed = 0u64;
+        b.iter(|| {
+            seed += 1;
+            two_views(black_box(&frames), &AugmentConfig::default(), seed)
+        })
+    });
+    g.bench_function("every_transform_on", |b| {
+        let mut seed = 0u64;
+        b.iter(|| {
+            seed += 1;
+            two_views(black_box(&frames), &all_on, seed)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_resize_and_views);
 criterion_main!(benches);

@@ -218,14 +218,10 @@ pub fn augment<R: Rng + ?Sized>(frames: &Frames, cfg: &AugmentConfig, rng: &mut 
     let (h, w) = (f.h, f.w);
     if chance(rng, cfg.crop_p) {
         let (x0, y0, cw, ch) = crop_rect(rng, cfg, w, h);
-        map_planes(&mut f, |src, dst| {
-            for y in 0..h {
-                let sy = y0 + y * ch / h;
-                for x in 0..w {
-                    dst[y * w + x] = src[sy * w + x0 + x * cw / w];
-                }
-            }
-        });
+        let map: Vec<usize> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (y0 + y * ch / h) * w + x0 + x * cw / w))
+            .collect();
+        remap_planes(&mut f, &map);
     }
     if cfg.hflip && chance(rng, cfg.hflip_p) {
         hflip_frames(&mut f);
@@ -239,21 +235,21 @@ pub fn augment<R: Rng + ?Sized>(frames: &Frames, cfg: &AugmentConfig, rng: &mut 
         let theta = uniform(rng, -cfg.rotate_deg, cfg.rotate_deg).to_radians();
         let (s, c) = theta.sin_cos();
         let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
-        map_planes(&mut f, |src, dst| {
-            for y in 0..h {
-                for x in 0..w {
-                    // Inverse rotation of the destination pixel.
-                    let (dxp, dyp) = (x as f64 - cx, y as f64 - cy);
-                    let sx = (c * dxp + s * dyp + cx).round();
-                    let sy = (-s * dxp + c * dyp + cy).round();
-                    dst[y * w + x] = if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 {
-                        src[sy as usize * w + sx as usize]
-                    } else {
-                        0.0
-                    };
+        let map: Vec<usize> = (0..h)
+            .flat_map(|y| (0..w).map(move |x| (x, y)))
+            .map(|(x, y)| {
+                // Inverse rotation of the destination pixel.
+                let (dxp, dyp) = (x as f64 - cx, y as f64 - cy);
+                let sx = (c * dxp + s * dyp + cx).round();
+                let sy = (-s * dxp + c * dyp + cy).round();
+                if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 {
+                    sy as usize * w + sx as usize
+                } else {
+                    OUTSIDE
                 }
-            }
-        });
+            })
+            .collect();
+        remap_planes(&mut f, &map);
     }
     if chance(rng, cfg.cutout_p) {
         let (x0, x1, y0, y1) = cutout_rect(rng, cfg.cutout_frac, w, h);
@@ -266,26 +262,23 @@ pub fn augment<R: Rng + ?Sized>(frames: &Frames, cfg: &AugmentConfig, rng: &mut 
         }
     }
     if chance(rng, cfg.drop_p) {
-        let rate = cfg.drop_rate;
-        for v in f.data.iter_mut() {
-            if chance(rng, rate) {
-                *v = 0.0;
-            }
-        }
+        let data = &mut f.data;
+        bernoulli_positions(rng, data.len(), cfg.drop_rate, |i| data[i] = 0.0);
     }
     if chance(rng, cfg.time_shift_p) {
+        // out[ti] = in[ti − s], zero where ti − s is outside [0, T).
         let s = shift(rng, cfg.time_shift_max.min(f.t));
         let fsz = 2 * h * w;
-        let src = f.data.clone();
-        for ti in 0..f.t {
-            let from = ti as i64 - s;
-            let dst = &mut f.data[ti * fsz..(ti + 1) * fsz];
-            if from >= 0 && (from as usize) < f.t {
-                let from = from as usize;
-                dst.copy_from_slice(&src[from * fsz..(from + 1) * fsz]);
-            } else {
-                dst.iter_mut().for_each(|v| *v = 0.0);
-            }
+        let k = s.unsigned_abs() as usize;
+        let n = f.data.len();
+        if k >= f.t {
+            f.data.fill(0.0);
+        } else if s > 0 {
+            f.data.copy_within(0..n - k * fsz, k * fsz);
+            f.data[..k * fsz].fill(0.0);
+        } else if s < 0 {
+            f.data.copy_within(k * fsz..n, 0);
+            f.data[n - k * fsz..].fill(0.0);
         }
     }
     f
@@ -304,6 +297,52 @@ fn cutout_rect<R: Rng + ?Sized>(
     let x0 = cx.saturating_sub(side / 2);
     let y0 = cy.saturating_sub(side / 2);
     (x0, (x0 + side).min(w), y0, (y0 + side).min(h))
+}
+
+/// Marks a destination pixel with no source in [`remap_planes`].
+const OUTSIDE: usize = usize::MAX;
+
+/// Calls `f(i)` for each `i < n` independently with probability `rate` (all of them for
+/// `rate >= 1`, none for `rate <= 0` or NaN), drawing geometric gaps so the cost is
+/// proportional to the number of hits, not to `n`.
+fn bernoulli_positions<R: Rng + ?Sized>(
+    rng: &mut R,
+    n: usize,
+    rate: f64,
+    mut f: impl FnMut(usize),
+) {
+    if rate.is_nan() || rate <= 0.0 {
+        return;
+    }
+    if rate >= 1.0 {
+        (0..n).for_each(f);
+        return;
+    }
+    let ln_q = (1.0 - rate).ln();
+    if ln_q == 0.0 {
+        return; // rate below f64 resolution
+    }
+    let mut i = 0usize;
+    while i < n {
+        // Failures before the next success: floor(ln(U) / ln(1 − rate)), U in (0, 1].
+        let u = 1.0 - rng.random::<f64>();
+        let gap = (u.ln() / ln_q).floor();
+        if gap >= (n - i) as f64 {
+            break;
+        }
+        i += gap as usize;
+        f(i);
+        i += 1;
+    }
+}
+
+/// Rewrites every `H × W` plane as `dst[p] = src[map[p]]` (0 where `map[p] == OUTSIDE`).
+fn remap_planes(f: &mut Frames, map: &[usize]) {
+    map_planes(f, |src, dst| {
+        for (d, &m) in dst.iter_mut().zip(map) {
+            *d = if m == OUTSIDE { 0.0 } else { src[m] };
+        }
+    });
 }
 
 /// Rewrites every `H × W` plane with `op(src_plane, dst_plane)`.
@@ -394,9 +433,8 @@ pub fn augment_events<R: Rng + ?Sized>(
         return out;
     }
     if chance(rng, cfg.drop_p) {
-        let keep: Vec<bool> = (0..out.t.len())
-            .map(|_| !chance(rng, cfg.drop_rate))
-            .collect();
+        let mut keep = vec![true; out.t.len()];
+        bernoulli_positions(rng, keep.len(), cfg.drop_rate, |i| keep[i] = false);
         out = filter(&out, |i, x, y| keep[i].then_some((x, y)));
     }
     if cfg.time_jitter_us > 0 {

@@ -6,7 +6,7 @@ use nmoco_events::{Events, SensorSize};
 use rayon::prelude::*;
 
 use crate::config::{FrameConfig, Normalize, Resize, Slicing};
-use crate::resize::area_resample;
+use crate::resize::AreaResampler;
 use crate::{Error, Frames};
 
 /// SpikingJelly's `split_by='number'` index ranges for `n` events and `t` frames:
@@ -385,8 +385,9 @@ fn integrate_core(
 
     if pooled {
         let dhw = cfg.height * cfg.width;
+        let mut r = AreaResampler::new(ih, iw, cfg.height, cfg.width);
         for (src, dst) in scratch.chunks_exact(hw).zip(out.chunks_exact_mut(dhw)) {
-            area_resample(src, ih, iw, dst, cfg.height, cfg.width);
+            r.apply(src, dst);
         }
     }
     post_process(out, 2 * cfg.height * cfg.width, cfg, &counts);

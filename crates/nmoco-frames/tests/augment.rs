@@ -234,6 +234,34 @@ fn event_drop_keeps_an_ordered_subset() {
 }
 
 #[test]
+fn drop_rate_is_respected() {
+    // 16·2·64·64 = 131072 elements, rate 0.1: mean 13107, sd ≈ 109; allow 6 sd.
+    let mut f = Frames::zeros(16, 64, 64);
+    f.data.fill(1.0);
+    let n = f.data.len() as f64;
+    for rate in [0.1, 0.5, 0.9] {
+        let c = only(|c| {
+            c.drop_p = 1.0;
+            c.drop_rate = rate;
+        });
+        let r = augment(&f, &c, &mut rng(21));
+        let dropped = r.data.iter().filter(|&&v| v == 0.0).count() as f64;
+        let sd = (n * rate * (1.0 - rate)).sqrt();
+        assert!(
+            (dropped - n * rate).abs() < 6.0 * sd,
+            "rate {rate}: {dropped}"
+        );
+    }
+    let all = only(|c| {
+        c.drop_p = 1.0;
+        c.drop_rate = 1.0;
+    });
+    assert_eq!(augment(&f, &all, &mut rng(1)).sum(), 0.0);
+    let e = random_events(1000, 12);
+    assert!(augment_events(&e, S, &all, &mut rng(1)).is_empty());
+}
+
+#[test]
 fn full_crop_and_zero_rotation_are_identity() {
     let f = random_frames(7);
     let c = only(|c| {
@@ -327,6 +355,35 @@ fn time_shift_moves_whole_frames() {
         saw_shift |= r != f;
     }
     assert!(saw_shift);
+}
+
+#[test]
+fn time_shift_hand_case() {
+    // Frame ti filled with the value ti + 1; shifts of −1, 0, +1 are the only possible results.
+    let mut f = Frames::zeros(4, 2, 2);
+    for ti in 0..4 {
+        let n = 2 * 2 * 2;
+        f.data[ti * n..(ti + 1) * n].fill(ti as f32 + 1.0);
+    }
+    let c = only(|c| {
+        c.time_shift_p = 1.0;
+        c.time_shift_max = 1;
+    });
+    let per_frame = |f: &Frames| -> Vec<f32> { (0..f.t).map(|t| f.frame(t)[0]).collect() };
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..32 {
+        let r = augment(&f, &c, &mut rng(seed));
+        let v = per_frame(&r);
+        assert!((0..r.t).all(|t| r.frame(t).iter().all(|&x| x == v[t])));
+        let kind = match v.as_slice() {
+            [1.0, 2.0, 3.0, 4.0] => 0,
+            [0.0, 1.0, 2.0, 3.0] => 1,
+            [2.0, 3.0, 4.0, 0.0] => -1,
+            other => panic!("unexpected {other:?}"),
+        };
+        seen.insert(kind);
+    }
+    assert_eq!(seen.len(), 3);
 }
 
 #[test]
