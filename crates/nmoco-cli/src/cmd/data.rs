@@ -38,9 +38,23 @@ pub struct BuildArgs {
     /// Threads (0 = all cores)
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// After building, time one epoch of two-view batches of this size on the train split
+    /// After building, time one epoch of batches of this size on the train split
     #[arg(long)]
     pub time_loader: Option<usize>,
+    /// Views for --time-loader: plain, augmented or two_views
+    #[arg(long, default_value = "two_views", value_parser = parse_views)]
+    pub views: nmoco_data::Views,
+}
+
+fn parse_views(s: &str) -> Result<nmoco_data::Views, String> {
+    match s.replace('-', "_").as_str() {
+        "plain" => Ok(nmoco_data::Views::Plain),
+        "augmented" => Ok(nmoco_data::Views::Augmented),
+        "two_views" => Ok(nmoco_data::Views::TwoViews),
+        _ => Err(format!(
+            "unknown views {s:?}; expected plain, augmented or two_views"
+        )),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -118,7 +132,7 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         let ds = std::sync::Arc::new(ds);
         let lc = nmoco_data::LoaderConfig {
             batch_size: bs,
-            views: nmoco_data::Views::TwoViews,
+            views: a.views,
             ..Default::default()
         };
         let t0 = std::time::Instant::now();
@@ -128,7 +142,8 @@ fn build(a: BuildArgs) -> anyhow::Result<()> {
         }
         let secs = t0.elapsed().as_secs_f64();
         println!(
-            "loader: {n} two-view samples (batch {bs}) in {secs:.2} s ({:.1} samples/s)",
+            "loader: {n} samples, views {:?}, batch {bs}, in {secs:.2} s ({:.1} samples/s)",
+            a.views,
             n as f64 / secs.max(1e-9)
         );
     }
