@@ -334,22 +334,15 @@ fn integrate_core(
         Resize::None | Resize::Events => (cfg.height, cfg.width),
     };
     let pooled = cfg.resize == Resize::Pool && (ih, iw) != (cfg.height, cfg.width);
-    let hw = ih * iw;
-    let mut scratch = Vec::new();
-    let data: &mut [f32] = if pooled {
-        scratch = vec![0.0f32; cfg.t * 2 * hw];
-        &mut scratch
-    } else {
-        if !zeroed {
-            out.fill(0.0);
-        }
-        &mut *out
-    };
+    if !zeroed {
+        out.fill(0.0);
+    }
     let p = plan(ev, cfg);
+    let canvas = Canvas { ih, iw, pooled };
 
     let fits = sensor.width as usize <= iw && sensor.height as usize <= ih;
-    if all_inside && fits && cfg.resize != Resize::Events {
-        run_plan(&p, ev, data, hw, &Identity { w: iw });
+    let counts = if all_inside && fits && cfg.resize != Resize::Events {
+        count_events(&p, ev, cfg, &canvas, out, &Identity { w: iw })
     } else {
         // Tables cover every coordinate present, marking off-sensor / off-canvas ones.
         let lut_w =
@@ -375,23 +368,85 @@ fn integrate_core(
                 r => r * iw,
             })
             .collect();
-        run_plan(&p, ev, data, hw, &Lut { xmap, ymap });
-    }
-
-    let counts: Vec<f32> = match cfg.normalize {
-        Normalize::FrameCount => data.chunks_exact(2 * hw).map(|f| f.iter().sum()).collect(),
-        Normalize::None | Normalize::Max => Vec::new(),
+        count_events(&p, ev, cfg, &canvas, out, &Lut { xmap, ymap })
     };
-
-    if pooled {
-        let dhw = cfg.height * cfg.width;
-        let mut r = AreaResampler::new(ih, iw, cfg.height, cfg.width);
-        for (src, dst) in scratch.chunks_exact(hw).zip(out.chunks_exact_mut(dhw)) {
-            r.apply(src, dst);
-        }
-    }
     post_process(out, 2 * cfg.height * cfg.width, cfg, &counts);
     Ok(())
+}
+
+/// The integration canvas (`ih × iw`: the sensor for pooling, else the output canvas).
+struct Canvas {
+    ih: usize,
+    iw: usize,
+    pooled: bool,
+}
+
+/// Counts the events into `out` (zeroed), resampling when pooled; returns the per-frame event
+/// counts when `cfg.normalize` needs them (else an empty vector).
+fn count_events<M: PixelMap>(
+    p: &Plan,
+    ev: &Events,
+    cfg: &FrameConfig,
+    c: &Canvas,
+    out: &mut [f32],
+    m: &M,
+) -> Vec<f32> {
+    let hw = c.ih * c.iw;
+    let want_counts = cfg.normalize == Normalize::FrameCount;
+    let sum_frames =
+        |data: &[f32]| -> Vec<f32> { data.chunks_exact(2 * hw).map(|f| f.iter().sum()).collect() };
+    if !c.pooled {
+        run_plan(p, ev, out, hw, m);
+        return if want_counts {
+            sum_frames(out)
+        } else {
+            Vec::new()
+        };
+    }
+    let dhw = cfg.height * cfg.width;
+    let mut r = AreaResampler::new(c.ih, c.iw, cfg.height, cfg.width);
+    match p {
+        Plan::Segments(segs) => {
+            // One sensor-sized frame of scratch at a time (stays in cache, no big allocation).
+            let mut scratch = vec![0.0f32; 2 * hw];
+            let mut counts = if want_counts {
+                vec![0.0f32; cfg.t]
+            } else {
+                Vec::new()
+            };
+            for (fi, range) in segs {
+                scratch.fill(0.0);
+                accumulate(
+                    &mut scratch,
+                    hw,
+                    &ev.x[range.clone()],
+                    &ev.y[range.clone()],
+                    &ev.on[range.clone()],
+                    m,
+                );
+                if want_counts {
+                    counts[*fi] = scratch.iter().sum();
+                }
+                let dst = &mut out[fi * 2 * dhw..(fi + 1) * 2 * dhw];
+                for (src, d) in scratch.chunks_exact(hw).zip(dst.chunks_exact_mut(dhw)) {
+                    r.apply(src, d);
+                }
+            }
+            counts
+        }
+        Plan::PerEvent(_) => {
+            let mut scratch = vec![0.0f32; cfg.t * 2 * hw];
+            run_plan(p, ev, &mut scratch, hw, m);
+            for (src, d) in scratch.chunks_exact(hw).zip(out.chunks_exact_mut(dhw)) {
+                r.apply(src, d);
+            }
+            if want_counts {
+                sum_frames(&scratch)
+            } else {
+                Vec::new()
+            }
+        }
+    }
 }
 
 fn post_process(data: &mut [f32], fsz: usize, cfg: &FrameConfig, counts: &[f32]) {

@@ -503,6 +503,35 @@ fn resize_pool_preserves_totals_for_non_integer_factors() {
 }
 
 #[test]
+fn pooled_segment_and_per_event_paths_agree() {
+    // Sorted input takes the per-frame (segment) path, the same events with the middle ones
+    // reversed (first and last kept, so t0 and t_end are unchanged) take the per-event path.
+    let sorted = random_events(3000, 30, 20, 9);
+    let mut idx: Vec<usize> = (0..3000).collect();
+    idx[1..2999].reverse();
+    let shuffled = Events {
+        t: idx.iter().map(|&i| sorted.t[i]).collect(),
+        x: idx.iter().map(|&i| sorted.x[i]).collect(),
+        y: idx.iter().map(|&i| sorted.y[i]).collect(),
+        on: idx.iter().map(|&i| sorted.on[i]).collect(),
+    };
+    for s in [Slicing::EqualTime, Slicing::TimeWindow { window_us: 700 }] {
+        let c = FrameConfig {
+            resize: Resize::Pool,
+            normalize: Normalize::FrameCount,
+            ..cfg(5, 8, 12, s)
+        };
+        let a = integrate(&sorted, sensor(30, 20), &c).unwrap();
+        let b = integrate(&shuffled, sensor(30, 20), &c).unwrap();
+        assert_eq!(a, b, "{s:?}");
+        for ti in 0..5 {
+            let sum: f32 = a.frame(ti).iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4 || sum == 0.0, "{sum}");
+        }
+    }
+}
+
+#[test]
 fn options_clip_binarize_log_normalize() {
     // Pixel counts in the single frame: (x0: 3 ON), (x1: 1 OFF).
     let e = ev(&[
