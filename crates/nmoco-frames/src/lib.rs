@@ -4,7 +4,11 @@
 //! plain `Vec<f32>` with its shape; channel 0 = OFF, channel 1 = ON). Slicing modes are in
 //! [`Slicing`]: equal event count (SpikingJelly's `split_by='number'` index rule, exactly),
 //! equal time (SpikingJelly's `split_by='time'` origin and step) and fixed time windows.
-//! [`integrate_batch`] does many samples in parallel with rayon.
+//! [`integrate_batch`] does many samples in parallel with rayon; [`integrate_into`] and
+//! [`integrate_batch_into`] write into caller-owned buffers (e.g. a whole `[B, T, 2, H, W]`
+//! batch), which avoids a fresh allocation per sample (its page faults cost more than the
+//! counting itself on small samples). Spatial mapping ([`Resize`]): crop/pad at the top-left,
+//! coordinate rescaling, or count-preserving area pooling.
 //!
 //! Frame-level augmentations ([`augment`], [`two_views`]) and event-level ones
 //! ([`augment_events`]) are driven by [`AugmentConfig`] and a seeded RNG, so every view is
