@@ -433,3 +433,51 @@ fn config_validate_and_serde() {
     let round: AugmentConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
     assert_eq!(round, c);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::{ProptestConfig, prop_assert, prop_assert_eq, proptest};
+
+    fn frames_from(t: usize, h: usize, w: usize, seed: u64) -> Frames {
+        let mut r = rng(seed);
+        let mut f = Frames::zeros(t, h, w);
+        f.data
+            .iter_mut()
+            .for_each(|v| *v = r.random_range(0..4) as f32);
+        f
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Flip twice = identity and roll keeps every frame's total, on any shape.
+        #[test]
+        fn flip_and_roll_invariants(t in 1usize..5, h in 1usize..20, w in 1usize..20, seed in 0u64..500, px in 0usize..30) {
+            let f = frames_from(t, h, w, seed);
+            let flip = only(|c| { c.hflip = true; c.hflip_p = 1.0; });
+            let once = augment(&f, &flip, &mut rng(seed));
+            prop_assert_eq!(augment(&once, &flip, &mut rng(seed + 1)), f.clone());
+            let roll = only(|c| { c.translate_p = 1.0; c.translate_px = px; });
+            let r = augment(&f, &roll, &mut rng(seed));
+            for ti in 0..t {
+                let a: f32 = r.frame(ti).iter().sum();
+                let b: f32 = f.frame(ti).iter().sum();
+                prop_assert_eq!(a, b);
+            }
+        }
+
+        /// Every transform at probability 1 keeps the shape, never panics, and is reproducible.
+        #[test]
+        fn everything_on_keeps_shape(t in 1usize..4, h in 1usize..16, w in 1usize..16, seed in 0u64..500) {
+            let f = frames_from(t, h, w, seed);
+            let c = AugmentConfig {
+                crop_p: 1.0, hflip_p: 1.0, translate_p: 1.0, rotate_p: 1.0, cutout_p: 1.0,
+                drop_p: 1.0, time_shift_p: 1.0, ..AugmentConfig::default()
+            };
+            let (a, b) = two_views(&f, &c, seed);
+            prop_assert_eq!(a.shape(), f.shape());
+            prop_assert!(a.is_consistent() && b.is_consistent());
+            prop_assert_eq!(two_views(&f, &c, seed), (a, b));
+        }
+    }
+}
