@@ -4,15 +4,25 @@
 //! This crate reads checkpoints (safetensors plus the saved config); it does not depend on the
 //! trainer's code.
 
+pub mod checkpoint;
 pub mod features;
+pub mod finetune;
 pub mod knn;
 pub mod linear;
 pub mod metrics;
+pub mod probe;
+pub mod report;
 
+use std::path::PathBuf;
+
+pub use checkpoint::{EncoderCheckpoint, locate};
 pub use features::Features;
+pub use finetune::{FinetuneConfig, FinetuneOutcome, finetune};
 pub use knn::{KnnConfig, knn_scores};
 pub use linear::{LinearConfig, LinearModel, Selection, fit, fit_with_selection};
 pub use metrics::{Metrics, evaluate, top_k};
+pub use probe::{ProbeConfig, ProbeOutcome, SplitFeatures, probe};
+pub use report::{Report, SplitSizes};
 
 /// Errors of the evaluation crate.
 #[non_exhaustive]
@@ -34,6 +44,22 @@ pub enum Error {
     Config { key: &'static str, message: String },
     #[error("{what} is not finite")]
     NonFinite { what: &'static str },
+    #[error("cannot read or write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    #[error("checkpoint {path} does not fit: {reason}")]
+    Incompatible { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Data(#[from] nmoco_data::Error),
+    #[error(transparent)]
+    Model(#[from] nmoco_models::ModelError),
+    #[error(transparent)]
+    Optim(#[from] nmoco_optim::Error),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -1,0 +1,221 @@
+//! The linear-probe and kNN protocols on frozen time-mean backbone features.
+//!
+//! Features are extracted once per (weights, dataset config, split) and cached as safetensors
+//! next to the checkpoint (`features-<key>.safetensors`, key = SHA-256 of the weights' bytes,
+//! the backbone config and the data config), so re-running a probe with other classifier
+//! settings costs no forward pass.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use nmoco_data::{DataConfig, Dataset, Loader, LoaderConfig, Split, Views};
+use nmoco_models::{Backbone, BackboneConfig};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::features::Features;
+use crate::knn::{KnnConfig, knn_scores};
+use crate::linear::{LinearConfig, Selection, fit_with_selection};
+use crate::metrics::{Metrics, evaluate};
+
+/// Settings of the probe protocols.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    pub linear: LinearConfig,
+    pub knn: KnnConfig,
+    /// Batch size of the feature-extraction forward passes.
+    pub batch_size: usize,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            linear: LinearConfig::default(),
+            knn: KnnConfig::default(),
+            batch_size: 32,
+        }
+    }
+}
+
+/// Features and labels of one split.
+#[derive(Debug, Clone)]
+pub struct SplitFeatures {
+    pub features: Features,
+    pub labels: Vec<usize>,
+}
+
+/// Results of the linear probe and kNN on one encoder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbeOutcome {
+    pub linear: Metrics,
+    pub selection: Selection,
+    pub knn: Metrics,
+    pub train_size: usize,
+    pub test_size: usize,
+    pub feature_dim: usize,
+}
+
+/// Called as `(done, total)` samples while features are extracted.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Time-mean backbone features `[N, D]` of every sample of `ds`, in dataset order.
+pub fn extract_features(
+    backbone: &Backbone,
+    ds: Arc<Dataset>,
+    batch_size: usize,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<SplitFeatures, Error> {
+    let n = ds.len();
+    let labels = ds.labels().to_vec();
+    let d = backbone.feature_dim();
+    let cfg = LoaderConfig {
+        batch_size: batch_size.max(1),
+        shuffle: false,
+        drop_last: false,
+        views: Views::Plain,
+        ..Default::default()
+    };
+    let aug = ds.config().augment.clone();
+    let mut data = vec![0f32; n * d];
+    let mut done = 0;
+    for batch in Loader::new(ds, &cfg, &aug, device) {
+        let batch = batch?;
+        let f = backbone.forward(&batch.x, false)?.mean(0)?; // [B, D]
+        let rows = f.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
+        for (row, &i) in rows.iter().zip(&batch.indices) {
+            data[i * d..(i + 1) * d].copy_from_slice(row);
+        }
+        done += batch.indices.len();
+        progress(done, n);
+    }
+    Ok(SplitFeatures {
+        features: Features::new(data, n, d)?,
+        labels,
+    })
+}
+
+/// The cache key of a feature set: weights bytes (or the init seed), backbone and data config.
+pub fn feature_key(
+    weights: Option<&Path>,
+    init_seed: u64,
+    backbone: &BackboneConfig,
+    data: &DataConfig,
+    split: Split,
+) -> Result<String, Error> {
+    let mut h = Sha256::new();
+    match weights {
+        Some(w) => {
+            let bytes = std::fs::read(w).map_err(|source| Error::Io {
+                path: w.to_path_buf(),
+                source,
+            })?;
+            h.update(&bytes);
+        }
+        None => h.update(format!("random-init:{init_seed}")),
+    }
+    h.update(serde_json::to_string(backbone).unwrap_or_default());
+    let mut d = data.clone();
+    d.workers = 0;
+    d.cache_dir = None;
+    h.update(serde_json::to_string(&d).unwrap_or_default());
+    h.update(split.name());
+    let digest = h.finalize();
+    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
+/// Load cached features if present and well-formed; `None` if absent or unreadable.
+pub fn load_cached(path: &Path, expect_n: usize) -> Option<SplitFeatures> {
+    let map = candle_core::safetensors::load(path, &Device::Cpu).ok()?;
+    let f = Features::from_tensor(map.get("features")?).ok()?;
+    let labels: Vec<usize> = map
+        .get("labels")?
+        .to_vec1::<u32>()
+        .ok()?
+        .into_iter()
+        .map(|l| l as usize)
+        .collect();
+    (f.n == expect_n && labels.len() == expect_n).then_some(SplitFeatures {
+        features: f,
+        labels,
+    })
+}
+
+/// Save features atomically (temporary file, then rename).
+pub fn save_cached(path: &Path, sf: &SplitFeatures) -> Result<(), Error> {
+    let dev = Device::Cpu;
+    let labels: Vec<u32> = sf.labels.iter().map(|&l| l as u32).collect();
+    let mut map = std::collections::HashMap::new();
+    map.insert("features".to_string(), sf.features.to_tensor(&dev)?);
+    map.insert(
+        "labels".to_string(),
+        Tensor::from_vec(labels, sf.labels.len(), &dev)?,
+    );
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&map, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Features of `split`, from the cache in `cache_dir` when present, else extracted and cached.
+#[allow(clippy::too_many_arguments)]
+pub fn features_cached(
+    backbone: &Backbone,
+    ds: Arc<Dataset>,
+    key: &str,
+    cache_dir: Option<&Path>,
+    batch_size: usize,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<SplitFeatures, Error> {
+    let path: Option<PathBuf> = cache_dir.map(|d| d.join(format!("features-{key}.safetensors")));
+    if let Some(sf) = path.as_ref().and_then(|p| load_cached(p, ds.len())) {
+        tracing::info!("using cached features");
+        return Ok(sf);
+    }
+    let sf = extract_features(backbone, ds, batch_size, device, progress)?;
+    if let Some(p) = &path {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        save_cached(p, &sf)?;
+    }
+    Ok(sf)
+}
+
+/// Fit the linear probe on `train` and evaluate it and the kNN classifier on `test`.
+pub fn probe(
+    train: &SplitFeatures,
+    test: &SplitFeatures,
+    classes: usize,
+    cfg: &ProbeConfig,
+) -> Result<ProbeOutcome, Error> {
+    let (model, selection) =
+        fit_with_selection(&train.features, &train.labels, classes, &cfg.linear)?;
+    let linear = evaluate(&model.scores(&test.features)?, classes, &test.labels)?;
+    let ks = knn_scores(
+        &train.features,
+        &train.labels,
+        &test.features,
+        classes,
+        &cfg.knn,
+    )?;
+    let knn = evaluate(&ks, classes, &test.labels)?;
+    Ok(ProbeOutcome {
+        linear,
+        selection,
+        knn,
+        train_size: train.labels.len(),
+        test_size: test.labels.len(),
+        feature_dim: train.features.d,
+    })
+}

@@ -1,0 +1,248 @@
+//! The evaluation protocols end to end on a tiny synthetic dataset and a tiny SEW-ResNet:
+//! checkpoint discovery and its errors, feature caching, probe and kNN, report format,
+//! fine-tuning with a label fraction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use nmoco_data::{DataConfig, Dataset, DatasetKind, Split};
+use nmoco_eval::checkpoint::{check_compatible, load_backbone, locate};
+use nmoco_eval::probe::{ProbeConfig, feature_key, features_cached};
+use nmoco_eval::{Error, FinetuneConfig, Report, SplitSizes, finetune, probe};
+use nmoco_frames::Resize;
+use nmoco_models::{
+    Backbone, BackboneConfig, Connect, Downsample, ProjectionHead, SewConfig, StageConfig,
+};
+
+fn make_data(dir: &Path) {
+    let scfg = nmoco_synth::SynthConfig {
+        classes: 3,
+        per_class: 3,
+        users: 2,
+        train_users: 1,
+        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
+        sensor: nmoco_events::SensorSize {
+            width: 32,
+            height: 32,
+        },
+        segment_us: (50_000, 60_000),
+        gap_us: (10_000, 12_000),
+        seed: 5,
+        ..Default::default()
+    };
+    nmoco_synth::generate(&scfg, dir).unwrap();
+}
+
+fn tiny_backbone(width: usize) -> BackboneConfig {
+    BackboneConfig::SewResnet(SewConfig {
+        in_channels: 2,
+        stem_channels: 4,
+        stem_kernel: 3,
+        stem_stride: 1,
+        stem_maxpool: false,
+        stages: vec![StageConfig {
+            channels: width,
+            blocks: 1,
+            stride: 2,
+        }],
+        downsample: Downsample::Transition,
+        connect: Connect::Add,
+        neuron: Default::default(),
+    })
+}
+
+fn data_config(root: &Path, size: usize) -> DataConfig {
+    let mut cfg = DataConfig::for_dataset(DatasetKind::Synthetic, root);
+    cfg.frames.t = 2;
+    cfg.frames.height = size;
+    cfg.frames.width = size;
+    cfg.frames.resize = Resize::Events;
+    cfg.cache_dir = Some(root.join("cache"));
+    cfg
+}
+
+/// A run folder as `nmoco pretrain` leaves it: `config.toml` and `final/encoder.safetensors`.
+fn fake_run(dir: &Path, backbone: &BackboneConfig, data: &DataConfig) -> PathBuf {
+    let run = dir.join("run");
+    std::fs::create_dir_all(run.join("final")).unwrap();
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+    let bb = Backbone::new(backbone, vb.pp("backbone")).unwrap();
+    ProjectionHead::new(bb.feature_dim(), 8, 4, vb.pp("head")).unwrap();
+    nmoco_models::seeded_init(&map, 11).unwrap();
+    map.save(run.join("final/encoder.safetensors")).unwrap();
+    let mut doc = toml::Table::new();
+    let mut model = toml::Table::new();
+    model.insert("backbone".into(), toml::Value::try_from(backbone).unwrap());
+    doc.insert("model".into(), toml::Value::Table(model));
+    doc.insert("data".into(), toml::Value::try_from(data).unwrap());
+    std::fs::write(run.join("config.toml"), toml::to_string(&doc).unwrap()).unwrap();
+    run
+}
+
+#[test]
+fn probe_knn_report_and_checkpoint_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    make_data(&root);
+    let data = data_config(&root, 16);
+    let bb = tiny_backbone(8);
+    let run = fake_run(tmp.path(), &bb, &data);
+
+    // Discovery from the run folder and from the file itself.
+    let ck = locate(&run).unwrap();
+    assert!(ck.weights.ends_with("final/encoder.safetensors"));
+    assert_eq!(ck.backbone, bb);
+    assert_eq!(locate(&ck.weights).unwrap().config_path, ck.config_path);
+    check_compatible(&ck, &data).unwrap();
+
+    let dev = Device::Cpu;
+    let (backbone, _vars) = load_backbone(&ck.backbone, Some(&ck.weights), 0, &dev).unwrap();
+    let train = Arc::new(Dataset::open(&data, Split::Train).unwrap());
+    let test = Arc::new(Dataset::open(&data, Split::Test).unwrap());
+    assert_eq!((train.len(), test.len()), (9, 9));
+    let cache = tmp.path().join("feats");
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let count = |_: usize, _: usize| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    let key = feature_key(Some(&ck.weights), 0, &bb, &data, Split::Train).unwrap();
+    let f1 = features_cached(
+        &backbone,
+        train.clone(),
+        &key,
+        Some(&cache),
+        4,
+        &dev,
+        &count,
+    )
+    .unwrap();
+    let extracted = calls.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(extracted > 0);
+    // The second call reads the cache: identical features, no forward pass.
+    let f2 = features_cached(
+        &backbone,
+        train.clone(),
+        &key,
+        Some(&cache),
+        4,
+        &dev,
+        &count,
+    )
+    .unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), extracted);
+    assert_eq!(f1.features, f2.features);
+    assert_eq!(f1.features.d, 8);
+    assert_eq!(f1.labels, train.labels());
+    // Another split gives another key.
+    assert_ne!(
+        key,
+        feature_key(Some(&ck.weights), 0, &bb, &data, Split::Test).unwrap()
+    );
+
+    let kt = feature_key(Some(&ck.weights), 0, &bb, &data, Split::Test).unwrap();
+    let ft = features_cached(&backbone, test.clone(), &kt, None, 4, &dev, &count).unwrap();
+    let cfg = ProbeConfig::default();
+    let out = probe(&f1, &ft, 3, &cfg).unwrap();
+    assert_eq!(out.linear.samples, 9);
+    assert!(out.linear.top1 >= 0.0 && out.linear.top1 <= 1.0);
+    assert_eq!(out.knn.confusion.iter().flatten().sum::<u64>(), 9);
+
+    let report = Report::new(
+        "linear_probe",
+        "pretrained",
+        Some(&ck.weights),
+        "sew".into(),
+        "synthetic".into(),
+        SplitSizes { train: 9, test: 9 },
+        &out.linear,
+        train.class_names().to_vec(),
+        0,
+        serde_json::to_value(&cfg).unwrap(),
+    );
+    let rdir = tmp.path().join("report");
+    report.write(&rdir).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rdir.join("report.json")).unwrap()).unwrap();
+    for key in [
+        "protocol",
+        "checkpoint",
+        "dataset",
+        "split_sizes",
+        "top1",
+        "top5",
+        "per_class",
+        "seed",
+        "config",
+    ] {
+        assert!(json.get(key).is_some(), "report.json lacks {key}");
+    }
+    assert_eq!(json["per_class"].as_array().unwrap().len(), 3);
+    assert!(rdir.join("confusion.png").is_file());
+
+    // Errors: a missing checkpoint, another backbone, another input size.
+    assert!(matches!(
+        locate(&tmp.path().join("nope")),
+        Err(Error::Checkpoint { .. })
+    ));
+    let Err(err) = load_backbone(&tiny_backbone(16), Some(&ck.weights), 0, &dev) else {
+        panic!("a 16-channel backbone must not load an 8-channel checkpoint");
+    };
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Incompatible { .. }), "{msg}");
+    assert!(msg.contains("shape"), "{msg}");
+    let err = check_compatible(&ck, &data_config(&root, 32)).unwrap_err();
+    assert!(err.to_string().contains("16x16"), "{err}");
+    let empty = tmp.path().join("empty-run");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(matches!(locate(&empty), Err(Error::Checkpoint { .. })));
+}
+
+#[test]
+fn finetune_runs_and_keeps_the_label_fraction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    make_data(&root);
+    let data = data_config(&root, 16);
+    let bb = tiny_backbone(8);
+    let run = fake_run(tmp.path(), &bb, &data);
+    let ck = locate(&run).unwrap();
+    let train = Arc::new(Dataset::open(&data, Split::Train).unwrap());
+    let test = Arc::new(Dataset::open(&data, Split::Test).unwrap());
+    let cfg = FinetuneConfig {
+        epochs: 1,
+        batch_size: 4,
+        label_fraction: 0.34,
+        ..Default::default()
+    };
+    let dev = Device::Cpu;
+    let out = finetune(
+        &bb,
+        Some(&ck.weights),
+        train.clone(),
+        test.clone(),
+        &cfg,
+        &dev,
+        &|_, _, _, _| {},
+    )
+    .unwrap();
+    // One sample of each of the 3 classes.
+    assert_eq!(out.train_used, 3);
+    assert_eq!(out.epoch_loss.len(), 1);
+    assert!(out.epoch_loss[0].is_finite());
+    assert_eq!(out.test.samples, 9);
+    // Bad settings are rejected before any work.
+    let bad = FinetuneConfig {
+        label_fraction: 0.0,
+        ..cfg
+    };
+    assert!(matches!(
+        finetune(&bb, None, train, test, &bad, &dev, &|_, _, _, _| {}),
+        Err(Error::Config {
+            key: "finetune.label_fraction",
+            ..
+        })
+    ));
+}
