@@ -2,6 +2,7 @@
 
 pub mod ci;
 pub mod data;
+pub mod gpu_build;
 pub mod inspect;
 pub mod make_synthetic;
 pub mod show;

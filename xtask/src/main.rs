@@ -31,6 +31,12 @@ enum Cmd {
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
     Ci,
+    /// Build `nmoco` with `--features cuda` here (no GPU needed): sources tools/cuda-env.sh
+    GpuBuild {
+        /// Extra arguments for `cargo build`
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Show(a) => commands::show::run(a),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
+        Cmd::GpuBuild { args } => commands::gpu_build::run(args),
     }
 }

@@ -1,0 +1,321 @@
+//! CPU kernels: multi-threaded over blocks of neurons (rayon), the time loop inside each block,
+//! the inner loop over the block's contiguous neurons (layout `[T, N]`), so it vectorises.
+//!
+//! The backward pass recomputes the membrane trace `h` of its block from `x` into a thread-local
+//! scratch buffer (`T x block` floats, sized to stay in L2), then runs BPTT backwards in time.
+//! Nothing is allocated per time step; per call, only the output vector.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::config::{Charge, Params};
+use crate::surrogate::{AtanSg, PwQuadSg, RectSg, SigmoidSg, Surrogate, SurrogateGrad};
+
+/// Neurons per forward task.
+const FWD_BLOCK: usize = 2048;
+/// Upper bound on neurons per backward task (the scratch is `T x block`).
+const BWD_BLOCK_MAX: usize = 2048;
+/// Target size of the backward scratch, in floats (128 KiB).
+const BWD_SCRATCH: usize = 32 * 1024;
+
+fn bwd_block_len(t: usize) -> usize {
+    (BWD_SCRATCH / t.max(1)).clamp(64, BWD_BLOCK_MAX) / 16 * 16
+}
+
+/// A raw pointer to the output that rayon tasks may share: every task writes only the columns
+/// of its own block of neurons, so the written ranges are disjoint.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint index ranges (see the type's doc) and the owner outlives them.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `off + len` must be within the output and no other task may touch that range.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, off: usize, len: usize) -> &mut [f32] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(off), len) }
+    }
+}
+
+#[inline(always)]
+fn charge<const CH: u8>(v: f32, x: f32, k: f32, vr: f32) -> f32 {
+    match CH {
+        0 => v + x,
+        1 => v + (x - (v - vr)) * k,
+        _ => v - (v - vr) * k + x,
+    }
+}
+
+#[inline(always)]
+fn reset<const HARD: bool>(h: f32, fire: bool, vth: f32, vr: f32) -> f32 {
+    if HARD {
+        if fire { vr } else { h }
+    } else if fire {
+        h - vth
+    } else {
+        h
+    }
+}
+
+macro_rules! with_charge {
+    ($v:expr, $name:ident, $body:expr) => {
+        match $v {
+            Charge::If => {
+                const $name: u8 = 0;
+                $body
+            }
+            Charge::Decay => {
+                const $name: u8 = 1;
+                $body
+            }
+            Charge::NoDecay => {
+                const $name: u8 = 2;
+                $body
+            }
+        }
+    };
+}
+
+macro_rules! with_bool {
+    ($v:expr, $name:ident, $body:expr) => {
+        if $v {
+            const $name: bool = true;
+            $body
+        } else {
+            const $name: bool = false;
+            $body
+        }
+    };
+}
+
+macro_rules! with_sg {
+    ($v:expr, $name:ident, $body:expr) => {
+        match $v {
+            Surrogate::Atan { alpha } => {
+                let $name = AtanSg::new(alpha);
+                $body
+            }
+            Surrogate::Sigmoid { alpha } => {
+                let $name = SigmoidSg::new(alpha);
+                $body
+            }
+            Surrogate::PiecewiseQuadratic { alpha } => {
+                let $name = PwQuadSg::new(alpha);
+                $body
+            }
+            Surrogate::Rect { width } => {
+                let $name = RectSg::new(width);
+                $body
+            }
+        }
+    };
+}
+
+/// Multi-step forward over `x: [t, n]` (row-major); returns the spikes.
+pub(crate) fn forward(x: &[f32], t: usize, n: usize, p: &Params, k: f32) -> Vec<f32> {
+    let mut out = vec![0f32; t * n];
+    if t == 0 || n == 0 {
+        return out;
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    let blocks = n.div_ceil(FWD_BLOCK);
+    with_charge!(p.charge, CH, {
+        with_bool!(p.hard, HARD, {
+            (0..blocks).into_par_iter().for_each(|b| {
+                let n0 = b * FWD_BLOCK;
+                let len = FWD_BLOCK.min(n - n0);
+                fwd_block::<CH, HARD>(x, ptr, t, n, n0, len, k, p.vth, p.vr);
+            })
+        })
+    });
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn fwd_block<const CH: u8, const HARD: bool>(
+    x: &[f32],
+    out: OutPtr,
+    t: usize,
+    n: usize,
+    n0: usize,
+    len: usize,
+    k: f32,
+    vth: f32,
+    vr: f32,
+) {
+    let mut v_buf = [0f32; FWD_BLOCK];
+    let v = &mut v_buf[..len];
+    v.fill(vr);
+    for ti in 0..t {
+        let off = ti * n + n0;
+        let xs = &x[off..off + len];
+        // SAFETY: columns n0..n0+len of row ti belong to this task only.
+        let os = unsafe { out.slice(off, len) };
+        for ((vi, &xi), oi) in v.iter_mut().zip(xs).zip(os.iter_mut()) {
+            let h = charge::<CH>(*vi, xi, k, vr);
+            let fire = h - vth >= 0.0;
+            *oi = if fire { 1.0 } else { 0.0 };
+            *vi = reset::<HARD>(h, fire, vth, vr);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Multi-step backward (BPTT): from `x` and the spikes' gradient `gs` (both `[t, n]`), returns
+/// the input gradient, followed by `dL/dk` (summed over all neurons and steps) when `plif`.
+/// `k` is `1/tau` (LIF) or `sigmoid(w)` (PLIF).
+pub(crate) fn backward(
+    x: &[f32],
+    gs: &[f32],
+    t: usize,
+    n: usize,
+    p: &Params,
+    k: f32,
+    plif: bool,
+) -> (Vec<f32>, f64) {
+    let extra = usize::from(plif);
+    let mut out = vec![0f32; t * n + extra];
+    if t == 0 || n == 0 {
+        return (out, 0.0);
+    }
+    let ptr = OutPtr(out.as_mut_ptr());
+    let bl = bwd_block_len(t);
+    let blocks = n.div_ceil(bl);
+    let gk = with_charge!(p.charge, CH, {
+        with_bool!(p.hard, HARD, {
+            with_bool!(p.detach, DETACH, {
+                with_bool!(plif, PLIF, {
+                    with_sg!(p.surrogate, sg, {
+                        (0..blocks)
+                            .into_par_iter()
+                            .map(|b| {
+                                let n0 = b * bl;
+                                let len = bl.min(n - n0);
+                                SCRATCH.with(|s| {
+                                    let mut s = s.borrow_mut();
+                                    bwd_block::<CH, HARD, DETACH, PLIF, _>(
+                                        x, gs, ptr, t, n, n0, len, k, p.vth, p.vr, sg, &mut s,
+                                    )
+                                })
+                            })
+                            .sum::<f64>()
+                    })
+                })
+            })
+        })
+    });
+    (out, gk)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn bwd_block<const CH: u8, const HARD: bool, const DETACH: bool, const PLIF: bool, S>(
+    x: &[f32],
+    gs: &[f32],
+    out: OutPtr,
+    t: usize,
+    n: usize,
+    n0: usize,
+    len: usize,
+    k: f32,
+    vth: f32,
+    vr: f32,
+    sg: S,
+    scratch: &mut Vec<f32>,
+) -> f64
+where
+    S: SurrogateGrad,
+{
+    if scratch.len() < t * len {
+        scratch.resize(t * len, 0.0);
+    }
+    // Pass 1: recompute the membrane trace h of this block.
+    let mut v_buf = [0f32; BWD_BLOCK_MAX];
+    let v = &mut v_buf[..len];
+    v.fill(vr);
+    for ti in 0..t {
+        let off = ti * n + n0;
+        let xs = &x[off..off + len];
+        let hs = &mut scratch[ti * len..(ti + 1) * len];
+        for ((vi, &xi), hi) in v.iter_mut().zip(xs).zip(hs.iter_mut()) {
+            let h = charge::<CH>(*vi, xi, k, vr);
+            *hi = h;
+            *vi = reset::<HARD>(h, h - vth >= 0.0, vth, vr);
+        }
+    }
+    // Pass 2: BPTT. `gv` is dL/dv_t, carried from step t+1 (dh_{t+1}/dv_t = a).
+    let a = if CH == 0 { 1.0 } else { 1.0 - k };
+    let b = if CH == 1 { k } else { 1.0 };
+    let gv = &mut v_buf[..len];
+    gv.fill(0.0);
+    let mut gk_buf = [0f32; BWD_BLOCK_MAX];
+    let gk = &mut gk_buf[..len];
+    for ti in (0..t).rev() {
+        let off = ti * n + n0;
+        let gss = &gs[off..off + len];
+        // SAFETY: columns n0..n0+len of row ti belong to this task only.
+        let gxs = unsafe { out.slice(off, len) };
+        let (before, rest) = scratch.split_at(ti * len);
+        let hs = &rest[..len];
+        let step = |h: f32, g_s: f32, g_v: &mut f32| -> f32 {
+            let d = h - vth;
+            let fire = d >= 0.0;
+            let sgv = sg.grad(d);
+            let dvdh = if HARD {
+                let base = if fire { 0.0 } else { 1.0 };
+                if DETACH { base } else { base + (vr - h) * sgv }
+            } else if DETACH {
+                1.0
+            } else {
+                1.0 - vth * sgv
+            };
+            let gh = g_s * sgv + *g_v * dvdh;
+            *g_v = gh * a;
+            gh
+        };
+        if PLIF {
+            let xs = &x[off..off + len];
+            if ti > 0 {
+                let hp = &before[(ti - 1) * len..];
+                for i in 0..len {
+                    let gh = step(hs[i], gss[i], &mut gv[i]);
+                    gxs[i] = gh * b;
+                    let vp = reset::<HARD>(hp[i], hp[i] - vth >= 0.0, vth, vr);
+                    let dhdk = if CH == 1 {
+                        xs[i] - (vp - vr)
+                    } else {
+                        -(vp - vr)
+                    };
+                    gk[i] += gh * dhdk;
+                }
+            } else {
+                for i in 0..len {
+                    let gh = step(hs[i], gss[i], &mut gv[i]);
+                    gxs[i] = gh * b;
+                    // v_{-1} = vr, so (v - vr) = 0.
+                    let dhdk = if CH == 1 { xs[i] } else { 0.0 };
+                    gk[i] += gh * dhdk;
+                }
+            }
+        } else {
+            for ((&h, &g_s), (g_v, gx)) in hs.iter().zip(gss).zip(gv.iter_mut().zip(gxs.iter_mut()))
+            {
+                *gx = step(h, g_s, g_v) * b;
+            }
+        }
+    }
+    if PLIF {
+        gk.iter().map(|&g| g as f64).sum()
+    } else {
+        0.0
+    }
+}

@@ -1,0 +1,237 @@
+//! `cuda` feature only: argument marshalling for the NVRTC-compiled kernels of `kernels/*.cu`.
+//! All maths lives in the `.cu` sources (compile-tested without a GPU) and in the CPU path.
+//!
+//! PTX is compiled once per (variant, compute capability) and cached for the process; candle
+//! caches the loaded module per device under the module name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaDType, CudaFunc, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+
+use crate::config::Params;
+use crate::error::SnnError;
+use crate::kernels::{KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KernelDtype, Variant};
+use crate::nvrtc::Nvrtc;
+use crate::ops::t_n;
+
+const BLOCK: u32 = 256;
+
+type PtxCache = Mutex<HashMap<(Variant, u32), Arc<String>>>;
+
+fn ptx_cache() -> &'static PtxCache {
+    static C: OnceLock<PtxCache> = OnceLock::new();
+    C.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn load(dev: &CudaDevice, v: Variant, kernel: &str) -> Result<CudaFunc> {
+    let (major, minor) = dev.cuda_stream().context().compute_capability().w()?;
+    let arch = (major * 10 + minor) as u32;
+    let module = format!("{}_sm{arch}", v.module_name());
+    let ptx = {
+        let mut cache = ptx_cache()
+            .lock()
+            .map_err(|_| candle_core::Error::msg("ptx cache poisoned"))?;
+        match cache.get(&(v, arch)) {
+            Some(p) => p.clone(),
+            None => {
+                tracing::debug!(module = %module, "nvrtc: compiling neuron kernels");
+                let ptx = Nvrtc::global()?.compile_ptx(&v.source(), &module, &v.options(arch))?;
+                let ptx = Arc::new(ptx);
+                cache.insert((v, arch), ptx.clone());
+                ptx
+            }
+        }
+    };
+    dev.get_or_load_custom_func(kernel, &module, &ptx)
+}
+
+fn grid(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (n.div_ceil(BLOCK as usize).max(1) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn kdtype(op: &'static str, dt: DType) -> Result<KernelDtype> {
+    match dt {
+        DType::F32 => Ok(KernelDtype::F32),
+        DType::F16 => Ok(KernelDtype::F16),
+        DType::BF16 => Ok(KernelDtype::Bf16),
+        dtype => Err(SnnError::Dtype {
+            op,
+            dtype,
+            device: "cuda",
+        }
+        .into()),
+    }
+}
+
+fn offsets(l: &Layout, op: &'static str) -> Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::msg(format!("{op}: input must be contiguous")))
+}
+
+/// Forward: spikes of `x` (`w` for PLIF).
+pub(crate) fn forward(
+    p: &Params,
+    plif: bool,
+    s: &CudaStorage,
+    l: &Layout,
+    w: Option<(&CudaStorage, &Layout)>,
+) -> Result<(CudaStorage, Shape)> {
+    let op = "nmoco-neuron-fwd";
+    let kd = kdtype(op, s.dtype())?;
+    let v = Variant::new(p, kd, plif);
+    let storage = match kd {
+        KernelDtype::F32 => fwd_t::<f32>(p, v, s, l, w)?,
+        KernelDtype::F16 => fwd_t::<half::f16>(p, v, s, l, w)?,
+        KernelDtype::Bf16 => fwd_t::<half::bf16>(p, v, s, l, w)?,
+    };
+    Ok((storage, l.shape().clone()))
+}
+
+fn fwd_t<T: CudaDType + DeviceRepr>(
+    p: &Params,
+    v: Variant,
+    s: &CudaStorage,
+    l: &Layout,
+    w: Option<(&CudaStorage, &Layout)>,
+) -> Result<CudaStorage> {
+    let op = "nmoco-neuron-fwd";
+    let dev = s.device().clone();
+    let (t, n) = t_n(l.shape());
+    let (o1, o2) = offsets(l, op)?;
+    let x = T::as_cuda_slice(s)?.slice(o1..o2);
+    // SAFETY: every element is written by the kernel before it is read.
+    let out = unsafe { dev.alloc::<T>(t * n)? };
+    if t * n > 0 {
+        let f = load(&dev, v, KERNEL_FWD)?;
+        let w_view = match w {
+            Some((ws, wl)) => {
+                let (a, b) = offsets(wl, op)?;
+                T::as_cuda_slice(ws)?.slice(a..b)
+            }
+            None => T::as_cuda_slice(s)?.slice(o1..o2),
+        };
+        let (t32, n64) = (t as u32, n as u64);
+        let mut b = f.builder();
+        b.arg(&x);
+        b.arg(&out);
+        b.arg(&w_view);
+        b.arg(&t32);
+        b.arg(&n64);
+        b.arg(&p.k);
+        b.arg(&p.vth);
+        b.arg(&p.vr);
+        // SAFETY: argument list matches nmoco_neuron_fwd's signature.
+        unsafe { b.launch(grid(n)) }.w()?;
+    }
+    Ok(T::wrap_cuda_slice(out, dev))
+}
+
+/// Backward: `dL/dx` (followed by `dL/dw` when `w` is given).
+pub(crate) fn backward(
+    p: &Params,
+    xs: &CudaStorage,
+    xl: &Layout,
+    w: Option<(&CudaStorage, &Layout)>,
+    gs: &CudaStorage,
+    gl: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    let op = "nmoco-neuron-bwd";
+    let kd = kdtype(op, xs.dtype())?;
+    let v = Variant::new(p, kd, w.is_some());
+    let storage = match kd {
+        KernelDtype::F32 => bwd_t::<f32>(p, v, xs, xl, w, gs, gl)?,
+        KernelDtype::F16 => bwd_t::<half::f16>(p, v, xs, xl, w, gs, gl)?,
+        KernelDtype::Bf16 => bwd_t::<half::bf16>(p, v, xs, xl, w, gs, gl)?,
+    };
+    let shape = if w.is_some() {
+        Shape::from(xl.shape().elem_count() + 1)
+    } else {
+        xl.shape().clone()
+    };
+    Ok((storage, shape))
+}
+
+fn bwd_t<T: CudaDType + DeviceRepr>(
+    p: &Params,
+    v: Variant,
+    xs: &CudaStorage,
+    xl: &Layout,
+    w: Option<(&CudaStorage, &Layout)>,
+    gs: &CudaStorage,
+    gl: &Layout,
+) -> Result<CudaStorage> {
+    let op = "nmoco-neuron-bwd";
+    let dev = xs.device().clone();
+    let (t, n) = t_n(xl.shape());
+    let tn = t * n;
+    let (o1, o2) = offsets(xl, op)?;
+    let (g1, g2) = offsets(gl, op)?;
+    let x = T::as_cuda_slice(xs)?.slice(o1..o2);
+    let g = T::as_cuda_slice(gs)?.slice(g1..g2);
+    let plif = w.is_some();
+    let w_view = match w {
+        Some((ws, wl)) => {
+            let (a, b) = offsets(wl, op)?;
+            T::as_cuda_slice(ws)?.slice(a..b)
+        }
+        None => T::as_cuda_slice(xs)?.slice(o1..o2),
+    };
+    // SAFETY: the kernels write every element (dL/dx, then dL/dw for PLIF) before any read.
+    let mut out = unsafe { dev.alloc::<T>(tn + usize::from(plif))? };
+    // f32: the membrane trace is staged in `out` itself; f16/bf16 need an f32 scratch.
+    let scratch: Option<CudaSlice<f32>> = if v.dtype == KernelDtype::F32 {
+        None
+    } else {
+        // SAFETY: written by the kernel's first pass before being read.
+        Some(unsafe { dev.alloc::<f32>(tn.max(1))? })
+    };
+    let gk_acc = dev.alloc_zeros::<f32>(1)?;
+    if tn > 0 {
+        let f = load(&dev, v, KERNEL_BWD)?;
+        let (t32, n64, sg_a) = (t as u32, n as u64, p.surrogate.param());
+        let mut b = f.builder();
+        b.arg(&x);
+        b.arg(&g);
+        b.arg(&out);
+        match &scratch {
+            Some(h) => b.arg(h),
+            None => b.arg(&out),
+        };
+        b.arg(&w_view);
+        b.arg(&gk_acc);
+        b.arg(&t32);
+        b.arg(&n64);
+        b.arg(&p.k);
+        b.arg(&p.vth);
+        b.arg(&p.vr);
+        b.arg(&sg_a);
+        // SAFETY: argument list matches nmoco_neuron_bwd's signature.
+        unsafe { b.launch(grid(n)) }.w()?;
+    }
+    if plif {
+        let f = load(&dev, v, KERNEL_PLIF_FINISH)?;
+        let mut last = out.slice_mut(tn..tn + 1);
+        let mut b = f.builder();
+        b.arg(&gk_acc);
+        b.arg(&w_view);
+        b.arg(&mut last);
+        let one = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: argument list matches nmoco_plif_finish's signature.
+        unsafe { b.launch(one) }.w()?;
+    }
+    Ok(T::wrap_cuda_slice(out, dev))
+}

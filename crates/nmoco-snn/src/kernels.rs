@@ -1,0 +1,145 @@
+//! CUDA kernel sources and their variants. Kept outside the `cuda` feature so that the NVRTC
+//! compile test (which needs no GPU and no `cuda` build) checks exactly what the GPU path loads.
+//!
+//! One NVRTC module per [`Variant`]: `neuron_common.cuh` followed by `lif.cu`, specialised by
+//! `-D` defines, holding the kernels [`KERNEL_FWD`], [`KERNEL_BWD`] and [`KERNEL_PLIF_FINISH`].
+
+use crate::config::{Charge, Params};
+
+/// Shared device code: loads/stores, charge, reset, surrogates.
+pub const COMMON_SRC: &str = include_str!("../kernels/neuron_common.cuh");
+/// The IF/LIF/PLIF kernels.
+pub const LIF_SRC: &str = include_str!("../kernels/lif.cu");
+
+pub const KERNEL_FWD: &str = "nmoco_neuron_fwd";
+pub const KERNEL_BWD: &str = "nmoco_neuron_bwd";
+pub const KERNEL_PLIF_FINISH: &str = "nmoco_plif_finish";
+/// Every `extern "C" __global__` entry point of [`LIF_SRC`].
+pub const KERNELS: [&str; 3] = [KERNEL_FWD, KERNEL_BWD, KERNEL_PLIF_FINISH];
+
+/// Storage dtype of a kernel variant (arithmetic is f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelDtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl KernelDtype {
+    pub const ALL: [KernelDtype; 3] = [KernelDtype::F32, KernelDtype::F16, KernelDtype::Bf16];
+
+    fn code(self) -> u8 {
+        match self {
+            KernelDtype::F32 => 0,
+            KernelDtype::F16 => 1,
+            KernelDtype::Bf16 => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            KernelDtype::F32 => "f32",
+            KernelDtype::F16 => "f16",
+            KernelDtype::Bf16 => "bf16",
+        }
+    }
+}
+
+/// One specialisation of the neuron kernels; the cache key of the compiled module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub dtype: KernelDtype,
+    /// 0 = IF, 1 = LIF with `decay_input`, 2 = LIF without.
+    pub charge: u8,
+    pub hard: bool,
+    pub detach: bool,
+    /// `k = sigmoid(w)` from device memory, `dL/dw` accumulated (needs `charge` 1 or 2).
+    pub plif: bool,
+    /// [`crate::Surrogate::id`].
+    pub surrogate: u8,
+}
+
+const SG_NAMES: [&str; 4] = ["atan", "sigmoid", "pwquad", "rect"];
+
+impl Variant {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn new(p: &Params, dtype: KernelDtype, plif: bool) -> Self {
+        Self {
+            dtype,
+            charge: p.charge.as_u8(),
+            hard: p.hard,
+            detach: p.detach,
+            plif,
+            surrogate: p.surrogate.id(),
+        }
+    }
+
+    /// Every valid variant (PLIF only with a LIF charge form).
+    pub fn all() -> Vec<Variant> {
+        let mut out = Vec::new();
+        for dtype in KernelDtype::ALL {
+            for charge in [Charge::If, Charge::Decay, Charge::NoDecay] {
+                for hard in [true, false] {
+                    for detach in [true, false] {
+                        for plif in [false, true] {
+                            if plif && charge == Charge::If {
+                                continue;
+                            }
+                            for surrogate in 0..SG_NAMES.len() as u8 {
+                                out.push(Variant {
+                                    dtype,
+                                    charge: charge.as_u8(),
+                                    hard,
+                                    detach,
+                                    plif,
+                                    surrogate,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Module name, e.g. `nmoco_lif_f32_decay_hard_detach_atan`.
+    pub fn module_name(&self) -> String {
+        let charge = match self.charge {
+            0 => "if",
+            1 => "decay",
+            _ => "nodecay",
+        };
+        let sg = SG_NAMES
+            .get(self.surrogate as usize)
+            .copied()
+            .unwrap_or("unknown");
+        format!(
+            "nmoco_{}_{}_{}_{}_{}_{}",
+            if self.plif { "plif" } else { "lif" },
+            self.dtype.name(),
+            charge,
+            if self.hard { "hard" } else { "soft" },
+            if self.detach { "detach" } else { "attach" },
+            sg
+        )
+    }
+
+    /// NVRTC options: `--gpu-architecture=compute_<arch>` and the `-D` defines.
+    pub fn options(&self, arch: u32) -> Vec<String> {
+        vec![
+            format!("--gpu-architecture=compute_{arch}"),
+            format!("-DNMOCO_DTYPE={}", self.dtype.code()),
+            format!("-DNMOCO_CHARGE={}", self.charge),
+            format!("-DNMOCO_HARD={}", u8::from(self.hard)),
+            format!("-DNMOCO_DETACH={}", u8::from(self.detach)),
+            format!("-DNMOCO_PLIF={}", u8::from(self.plif)),
+            format!("-DNMOCO_SG={}", self.surrogate),
+        ]
+    }
+
+    /// The full source handed to NVRTC (NVRTC sees no file system, so the header is prepended).
+    pub fn source(&self) -> String {
+        format!("{COMMON_SRC}\n{LIF_SRC}")
+    }
+}

@@ -1,0 +1,188 @@
+//! Every CUDA kernel variant compiles with NVRTC to PTX for sm_80 and sm_90 (no GPU and no
+//! `cuda` feature needed), and, where `ptxas` is available (`$NMOCO_PTXAS`, else `ptxas` on the
+//! PATH), assembles; registers and spills are reported.
+//!
+//! NVRTC is loaded from `$NMOCO_NVRTC_LIB` (else the default library names). Without NVRTC the
+//! test reports that it could not run and passes, unless `NMOCO_REQUIRE_NVRTC=1`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use nmoco_snn::kernels::{KERNELS, LIF_SRC, Variant};
+use nmoco_snn::nvrtc::Nvrtc;
+use rayon::prelude::*;
+
+const ARCHS: [u32; 2] = [80, 90];
+
+/// Per kernel: name, registers, spill store bytes, spill load bytes.
+type KernelStats = Vec<(String, u32, u32, u32)>;
+
+fn ptxas() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("NMOCO_PTXAS")
+        && !p.is_empty()
+    {
+        return Some(PathBuf::from(p));
+    }
+    let ok = Command::new("ptxas").arg("--version").output().ok()?;
+    ok.status.success().then(|| PathBuf::from("ptxas"))
+}
+
+/// `(registers, spill stores, spill loads)` per kernel from `ptxas -v` output.
+fn parse_ptxas(stderr: &str) -> KernelStats {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut spills = (0, 0);
+    for line in stderr.lines() {
+        if let Some(i) = line.find("Compiling entry function '") {
+            let rest = &line[i + 26..];
+            current = rest.split('\'').next().unwrap_or("").to_string();
+        }
+        if line.contains("bytes spill stores") {
+            let nums: Vec<u32> = line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            // "N bytes stack frame, S bytes spill stores, L bytes spill loads"
+            if nums.len() >= 3 {
+                spills = (nums[1], nums[2]);
+            }
+        }
+        if let Some(i) = line.find("Used ") {
+            let regs = line[i + 5..]
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            out.push((current.clone(), regs, spills.0, spills.1));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_kernel_variant_compiles() {
+    let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e}); set NMOCO_NVRTC_LIB");
+            return;
+        }
+    };
+    // Every kernel the Rust side names is defined in the source.
+    for k in KERNELS {
+        assert!(
+            LIF_SRC.contains(&format!("__global__ void {k}(")),
+            "kernel {k} missing from lif.cu"
+        );
+    }
+    let ptxas = ptxas();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let variants = Variant::all();
+    let jobs: Vec<(Variant, u32)> = variants
+        .iter()
+        .flat_map(|v| ARCHS.iter().map(move |a| (*v, *a)))
+        .collect();
+    let results: Vec<Result<(String, u32, KernelStats), String>> = jobs
+        .par_iter()
+        .map(|(v, arch)| {
+            let name = v.module_name();
+            let ptx = nvrtc
+                .compile_ptx(&v.source(), &name, &v.options(*arch))
+                .map_err(|e| format!("{name} sm_{arch}: {e}"))?;
+            for k in KERNELS {
+                if !ptx.contains(&format!(".entry {k}(")) {
+                    return Err(format!("{name} sm_{arch}: no entry {k} in PTX"));
+                }
+            }
+            let mut stats = Vec::new();
+            if let Some(ptxas) = &ptxas {
+                let file = dir.path().join(format!("{name}_sm{arch}.ptx"));
+                std::fs::write(&file, &ptx).map_err(|e| e.to_string())?;
+                let out = Command::new(ptxas)
+                    .arg(format!("-arch=sm_{arch}"))
+                    .arg("-v")
+                    .arg(&file)
+                    .arg("-o")
+                    .arg(file.with_extension("cubin"))
+                    .output()
+                    .map_err(|e| format!("ptxas: {e}"))?;
+                let log = String::from_utf8_lossy(&out.stderr).into_owned();
+                if !out.status.success() {
+                    return Err(format!("{name} sm_{arch}: ptxas failed: {log}"));
+                }
+                stats = parse_ptxas(&log);
+                if stats.len() != KERNELS.len() {
+                    return Err(format!("{name} sm_{arch}: unexpected ptxas output: {log}"));
+                }
+            }
+            Ok((name, *arch, stats))
+        })
+        .collect();
+    let (major, minor) = nvrtc.version();
+    let mut failures = Vec::new();
+    let mut max_regs = 0;
+    let mut spilling = Vec::new();
+    for r in &results {
+        match r {
+            Ok((name, arch, stats)) => {
+                for (k, regs, st, ld) in stats {
+                    max_regs = max_regs.max(*regs);
+                    if *st > 0 || *ld > 0 {
+                        spilling.push(format!("{name} sm_{arch} {k}: {st} B stores, {ld} B loads"));
+                    }
+                }
+            }
+            Err(e) => failures.push(e.clone()),
+        }
+    }
+    println!(
+        "nvrtc_compile: NVRTC {major}.{minor} ({}), {} variants x {:?} = {} modules compiled",
+        nvrtc.path(),
+        variants.len(),
+        ARCHS,
+        results.len() - failures.len()
+    );
+    match &ptxas {
+        Some(p) => println!(
+            "nvrtc_compile: ptxas {}: max {max_regs} registers per thread, spills: {}",
+            p.display(),
+            if spilling.is_empty() {
+                "none".to_string()
+            } else {
+                spilling.join("; ")
+            }
+        ),
+        None => println!("nvrtc_compile: no ptxas found, PTX not assembled"),
+    }
+    if let Some(Ok((name, arch, stats))) = results.first() {
+        for (k, regs, st, ld) in stats {
+            println!("  {name} sm_{arch} {k}: {regs} registers, spill {st}/{ld} B");
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// A broken source must fail (the test above can fail).
+#[test]
+fn a_broken_kernel_is_reported() {
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e})");
+            return;
+        }
+    };
+    let v = Variant::all()[0];
+    let src = format!("{}\nthis is not cuda;", v.source());
+    let err = nvrtc.compile_ptx(&src, "broken", &v.options(80));
+    assert!(err.is_err());
+}

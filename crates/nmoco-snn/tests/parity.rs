@@ -1,0 +1,105 @@
+//! Fused ops vs their plain-candle reference twins, for every neuron variant: spikes identical,
+//! gradients (input and PLIF's w) equal to rounding. Short and long T, small and large inputs.
+
+mod common;
+
+use candle_core::{Result, Tensor, Var};
+use common::{all_configs, flat, rand_tensor, rel_err};
+use nmoco_snn::{
+    NeuronConfig, NeuronKind, lif_multistep, lif_multistep_ref, plif_multistep, plif_multistep_ref,
+};
+
+struct Run {
+    spikes: Vec<f32>,
+    gx: Vec<f32>,
+    gw: Option<f32>,
+}
+
+fn run(cfg: &NeuronConfig, x: &Tensor, g: &Tensor, fused: bool) -> Result<Run> {
+    let xv = Var::from_tensor(x)?;
+    let (s, wv) = if cfg.kind == NeuronKind::Plif {
+        let wv = Var::new(cfg.plif_init_w(), x.device())?;
+        let s = if fused {
+            plif_multistep(xv.as_tensor(), wv.as_tensor(), cfg)?
+        } else {
+            plif_multistep_ref(xv.as_tensor(), wv.as_tensor(), cfg)?
+        };
+        (s, Some(wv))
+    } else if fused {
+        (lif_multistep(xv.as_tensor(), cfg)?, None)
+    } else {
+        (lif_multistep_ref(xv.as_tensor(), cfg)?, None)
+    };
+    let grads = (&s * g)?.sum_all()?.backward()?;
+    let gx = grads.get(xv.as_tensor()).expect("grad x");
+    let gw = match &wv {
+        Some(w) => Some(
+            grads
+                .get(w.as_tensor())
+                .expect("grad w")
+                .to_scalar::<f32>()?,
+        ),
+        None => None,
+    };
+    Ok(Run {
+        spikes: flat(&s),
+        gx: flat(gx),
+        gw,
+    })
+}
+
+fn check_all(shape: &[usize], lo: f32, hi: f32, tol: f32) -> Result<()> {
+    for (i, cfg) in all_configs().iter().enumerate() {
+        let x = rand_tensor(shape, lo, hi, 1 + i as u64)?;
+        let g = rand_tensor(shape, -1.0, 1.0, 1000 + i as u64)?;
+        let a = run(cfg, &x, &g, true)?;
+        let b = run(cfg, &x, &g, false)?;
+        assert_eq!(a.spikes, b.spikes, "spikes differ for {cfg:?}");
+        let rate = a.spikes.iter().sum::<f32>() / a.spikes.len() as f32;
+        assert!(
+            rate > 0.01 && rate < 0.99,
+            "degenerate spike rate {rate} for {cfg:?}"
+        );
+        let e = rel_err(&a.gx, &b.gx);
+        assert!(e < tol, "grad x rel err {e} for {cfg:?}");
+        if let (Some(wa), Some(wb)) = (a.gw, b.gw) {
+            let e = (wa - wb).abs() / wb.abs().max(1.0);
+            assert!(e < tol, "grad w {wa} vs {wb} for {cfg:?}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn short_sequences_match_reference() -> Result<()> {
+    check_all(&[8, 3, 37], -1.0, 3.0, 1e-5)
+}
+
+#[test]
+fn long_sequences_match_reference() -> Result<()> {
+    check_all(&[96, 41], -1.0, 2.5, 1e-4)
+}
+
+#[test]
+fn large_magnitudes_match_reference() -> Result<()> {
+    check_all(&[24, 2, 33], -200.0, 300.0, 1e-4)
+}
+
+/// A block boundary in the CPU kernel (more neurons than one task's block).
+#[test]
+fn many_neurons_match_reference() -> Result<()> {
+    let cfg = NeuronConfig {
+        kind: NeuronKind::Plif,
+        tau: 2.5,
+        ..NeuronConfig::default()
+    };
+    let x = rand_tensor(&[5, 4100], -1.0, 3.0, 7)?;
+    let g = rand_tensor(&[5, 4100], -1.0, 1.0, 8)?;
+    let a = run(&cfg, &x, &g, true)?;
+    let b = run(&cfg, &x, &g, false)?;
+    assert_eq!(a.spikes, b.spikes);
+    assert!(rel_err(&a.gx, &b.gx) < 1e-5);
+    let (wa, wb) = (a.gw.unwrap_or(f32::NAN), b.gw.unwrap_or(f32::NAN));
+    assert!((wa - wb).abs() <= 1e-4 * wb.abs().max(1.0), "{wa} vs {wb}");
+    Ok(())
+}
