@@ -95,21 +95,39 @@ fn bench_conv(c: &mut Criterion) {
             )
         })
     });
-    for density in [0.1, 0.25] {
+    grp.finish();
+
+    // Sparse scatter path against dense im2col + gemm on binary spike inputs.
+    let mut grp = c.benchmark_group("conv3x3_spikes_128x32x64x64");
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for density in [0.05, 0.1, 0.15, 0.25, 0.5] {
         let s = spikes(density).expect("spikes");
         let pct = (density * 100.0).round() as u32;
-        grp.bench_function(format!("nmoco/fwd_spikes_{pct}pct"), |b| {
-            b.iter(|| black_box(ours(&s, inp.k.as_tensor()).expect("fwd")))
-        });
-        grp.bench_function(format!("nmoco/grad_weight_spikes_{pct}pct"), |b| {
-            b.iter(|| {
-                black_box(
-                    nmoco_conv::conv2d_grad_weight(&s, &inp.g, &[C, C, 3, 3], 1, 1, 1)
-                        .expect("grad weight"),
-                )
-            })
-        });
+        for (path, threshold) in [("dense", 0.0f32), ("sparse", 1.0)] {
+            grp.bench_function(format!("nmoco/fwd_{path}_{pct}pct"), |b| {
+                nmoco_conv::set_sparse_max_density(threshold);
+                b.iter(|| black_box(ours(&s, inp.k.as_tensor()).expect("fwd")))
+            });
+            grp.bench_function(format!("nmoco/grad_weight_{path}_{pct}pct"), |b| {
+                nmoco_conv::set_sparse_max_density(threshold);
+                b.iter(|| {
+                    black_box(
+                        nmoco_conv::conv2d_grad_weight(&s, &inp.g, &[C, C, 3, 3], 1, 1, 1)
+                            .expect("grad weight"),
+                    )
+                })
+            });
+        }
     }
+    nmoco_conv::set_sparse_max_density(nmoco_conv::DEFAULT_SPARSE_MAX_DENSITY);
+    grp.finish();
+
+    let mut grp = c.benchmark_group("conv3x3_128x32x64x64_candle");
+    grp.sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(8));
     grp.bench_function("candle/fwd", |b| {
         b.iter(|| black_box(theirs(inp.x.as_tensor(), inp.k.as_tensor()).expect("fwd")))
     });

@@ -5,6 +5,7 @@
 //! thread keeps one reusable scratch buffer for its im2col tile.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -247,16 +248,11 @@ unsafe fn sgemm(
     }
 }
 
-/// Work items (image, group, tile) of a convolution, in a fixed order.
-fn items(g: &ConvGeom) -> impl IndexedParallelIterator<Item = (usize, usize, usize)> + use<> {
-    let (groups, tiles) = (g.groups, g.tiles());
-    (0..g.n * groups * tiles)
-        .into_par_iter()
-        .map(move |i| (i / (groups * tiles), (i / tiles) % groups, i % tiles))
-}
-
 /// Forward convolution: `y = conv(x, w) + bias`. `y` must hold `g.y_len()` floats
 /// (its contents are overwritten); `bias`, if given, holds `c_out` floats.
+///
+/// Each (image, group) whose input density is at most [`sparse_max_density`]
+/// takes the sparse scatter path; the others run tiled im2col + gemm.
 pub(crate) fn conv_forward(
     g: &ConvGeom,
     x: &[f32],
@@ -264,73 +260,273 @@ pub(crate) fn conv_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    conv_forward_with(g, x, wt, bias, y, sparse_max_density());
+}
+
+/// [`conv_forward`] with an explicit sparse-path threshold.
+pub(crate) fn conv_forward_with(
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    max_density: f32,
+) {
     debug_assert_eq!(x.len(), g.x_len());
     debug_assert_eq!(wt.len(), g.w_len());
     debug_assert_eq!(y.len(), g.y_len());
     let (cg, og, kdim, hw, p) = (g.cg(), g.og(), g.kdim(), g.h * g.w, g.oh * g.ow);
     let rpt = g.rows_per_tile();
+    let tiles = g.tiles();
     let yp = SyncPtr(y.as_mut_ptr());
-    items(g).for_each(|(b, grp, tile)| {
-        let oy0 = tile * rpt;
-        let oy1 = (oy0 + rpt).min(g.oh);
-        let t = (oy1 - oy0) * g.ow;
+    let wt_t = if max_density > 0.0 && !g.is_pointwise() {
+        transpose_groups(g, wt)
+    } else {
+        Vec::new()
+    };
+    let groups = g.groups;
+    (0..g.n * groups).into_par_iter().for_each(|bg| {
+        let (b, grp) = (bg / groups, bg % groups);
         let src = &x[(b * g.c_in + grp * cg) * hw..(b * g.c_in + (grp + 1) * cg) * hw];
         let w_g = &wt[grp * og * kdim..(grp + 1) * og * kdim];
-        // SAFETY: each item writes the disjoint block y[b, grp*og.., oy0..oy1, :].
-        let dst = unsafe { yp.get().add((b * g.c_out + grp * og) * p + oy0 * g.ow) };
-        let accumulate = if let Some(bias) = bias {
-            for o in 0..og {
-                // SAFETY: row o of this item's block, t floats, owned by this item.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(o * p), t) };
-                row.fill(bias[grp * og + o]);
-            }
-            true
-        } else {
-            false
-        };
-        if g.is_pointwise() {
-            let rhs = &src[oy0 * g.ow..];
-            // SAFETY: extents lie within x, wt, y.
-            unsafe {
-                sgemm(
-                    og,
-                    t,
-                    kdim,
-                    dst,
-                    p as isize,
-                    1,
-                    accumulate,
-                    w_g.as_ptr(),
-                    kdim as isize,
-                    1,
-                    rhs.as_ptr(),
-                    hw as isize,
-                    1,
-                )
-            };
+        let b_g = bias.map(|b| &b[grp * og..(grp + 1) * og]);
+        // SAFETY: each (image, group) writes only its block y[b, grp*og..(grp+1)*og].
+        let dst = unsafe { yp.get().add((b * g.c_out + grp * og) * p) };
+        let dst = SyncPtr(dst);
+        if !wt_t.is_empty() && is_sparse(src, max_density) {
+            let wt_g = &wt_t[grp * kdim * og..(grp + 1) * kdim * og];
+            with_scratch(p * og, |yt| {
+                sparse_forward(g, src, wt_g, yt);
+                // SAFETY: the block is og rows of p floats, owned by this item.
+                let block = unsafe { std::slice::from_raw_parts_mut(dst.get(), og * p) };
+                untranspose(yt, og, p, b_g, block);
+            });
             return;
         }
-        with_scratch(kdim * t, |col| {
-            im2col_tile(g, src, oy0, oy1, col);
-            // SAFETY: col is kdim×t, w_g is og×kdim, dst block is og×t with row stride p.
-            unsafe {
-                sgemm(
-                    og,
-                    t,
-                    kdim,
-                    dst,
-                    p as isize,
-                    1,
-                    accumulate,
-                    w_g.as_ptr(),
-                    kdim as isize,
-                    1,
-                    col.as_ptr(),
-                    t as isize,
-                    1,
-                )
-            };
+        (0..tiles).into_par_iter().for_each(|tile| {
+            let oy0 = tile * rpt;
+            let oy1 = (oy0 + rpt).min(g.oh);
+            // SAFETY: each tile writes the disjoint columns oy0..oy1 of this block.
+            let dst = unsafe { dst.get().add(oy0 * g.ow) };
+            forward_tile(g, src, w_g, b_g, oy0, oy1, dst);
         });
+    });
+}
+
+/// One dense tile: output rows `oy0..oy1` of one (image, group) block at `dst`
+/// (row stride `oh·ow`).
+fn forward_tile(
+    g: &ConvGeom,
+    src: &[f32],
+    w_g: &[f32],
+    b_g: Option<&[f32]>,
+    oy0: usize,
+    oy1: usize,
+    dst: *mut f32,
+) {
+    let (og, kdim, hw, p) = (g.og(), g.kdim(), g.h * g.w, g.oh * g.ow);
+    let t = (oy1 - oy0) * g.ow;
+    let accumulate = if let Some(bias) = b_g {
+        for o in 0..og {
+            // SAFETY: row o of this tile, t floats, owned by the caller's item.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(o * p), t) };
+            row.fill(bias[o]);
+        }
+        true
+    } else {
+        false
+    };
+    if g.is_pointwise() {
+        let rhs = &src[oy0 * g.ow..];
+        // SAFETY: extents lie within x, wt, y.
+        unsafe {
+            sgemm(
+                og,
+                t,
+                kdim,
+                dst,
+                p as isize,
+                1,
+                accumulate,
+                w_g.as_ptr(),
+                kdim as isize,
+                1,
+                rhs.as_ptr(),
+                hw as isize,
+                1,
+            )
+        };
+        return;
+    }
+    with_scratch(kdim * t, |col| {
+        im2col_tile(g, src, oy0, oy1, col);
+        // SAFETY: col is kdim×t, w_g is og×kdim, dst block is og×t with row stride p.
+        unsafe {
+            sgemm(
+                og,
+                t,
+                kdim,
+                dst,
+                p as isize,
+                1,
+                accumulate,
+                w_g.as_ptr(),
+                kdim as isize,
+                1,
+                col.as_ptr(),
+                t as isize,
+                1,
+            )
+        };
+    });
+}
+
+/// Default largest input density (non-zero fraction) that takes the sparse paths,
+/// from the crossover measured on the benchmark shape (docs/benchmarks.md).
+pub const DEFAULT_SPARSE_MAX_DENSITY: f32 = 0.15;
+
+static SPARSE_MAX_DENSITY: AtomicU32 = AtomicU32::new(DEFAULT_SPARSE_MAX_DENSITY.to_bits());
+
+/// Sets the largest input density (fraction of non-zeros per image and group)
+/// for which the forward and weight-gradient convolutions use the sparse
+/// scatter kernels instead of im2col + gemm. `0.0` disables them, `1.0` forces
+/// them. Process-wide; meant for tuning and benchmarks. Values are clamped to [0, 1].
+pub fn set_sparse_max_density(density: f32) {
+    let d = if density.is_nan() {
+        0.0
+    } else {
+        density.clamp(0.0, 1.0)
+    };
+    SPARSE_MAX_DENSITY.store(d.to_bits(), Ordering::Relaxed);
+}
+
+/// The current sparse-path threshold (see [`set_sparse_max_density`]).
+pub fn sparse_max_density() -> f32 {
+    f32::from_bits(SPARSE_MAX_DENSITY.load(Ordering::Relaxed))
+}
+
+/// Whether `src` has at most `max_density · len` non-zeros.
+fn is_sparse(src: &[f32], max_density: f32) -> bool {
+    if max_density <= 0.0 {
+        return false;
+    }
+    if max_density >= 1.0 {
+        return true;
+    }
+    let limit = (f64::from(max_density) * src.len() as f64) as usize;
+    let mut nnz = 0usize;
+    for chunk in src.chunks(4096) {
+        nnz += chunk.iter().map(|&v| usize::from(v != 0.0)).sum::<usize>();
+        if nnz > limit {
+            return false;
+        }
+    }
+    true
+}
+
+/// `[groups·og, kdim]` -> per group `[kdim, og]`.
+fn transpose_groups(g: &ConvGeom, wt: &[f32]) -> Vec<f32> {
+    let (og, kdim) = (g.og(), g.kdim());
+    let mut out = vec![0.0f32; wt.len()];
+    for grp in 0..g.groups {
+        let base = grp * og * kdim;
+        for o in 0..og {
+            for r in 0..kdim {
+                out[base + r * og + o] = wt[base + o * kdim + r];
+            }
+        }
+    }
+    out
+}
+
+/// `block[o·p + i] = yt[i·og + o] (+ bias[o])`.
+fn untranspose(yt: &[f32], og: usize, p: usize, bias: Option<&[f32]>, block: &mut [f32]) {
+    const B: usize = 64;
+    for i0 in (0..p).step_by(B) {
+        let i1 = (i0 + B).min(p);
+        for o in 0..og {
+            let add = bias.map_or(0.0, |b| b[o]);
+            let row = &mut block[o * p + i0..o * p + i1];
+            for (k, d) in row.iter_mut().enumerate() {
+                *d = yt[(i0 + k) * og + o] + add;
+            }
+        }
+    }
+}
+
+/// `dst[i·og + o] = src[o·p + i]` for one (image, group) output gradient.
+fn transpose_into(src: &[f32], og: usize, p: usize, dst: &mut [f32]) {
+    const B: usize = 64;
+    for i0 in (0..p).step_by(B) {
+        let i1 = (i0 + B).min(p);
+        for o in 0..og {
+            let row = &src[o * p + i0..o * p + i1];
+            for (k, &v) in row.iter().enumerate() {
+                dst[(i0 + k) * og + o] = v;
+            }
+        }
+    }
+}
+
+/// Calls `f(r, pixel, v)` for every non-zero input value `v` of one
+/// (image, group) and every kernel tap `r` that maps it to output `pixel`.
+#[inline(always)]
+fn for_each_tap(g: &ConvGeom, src: &[f32], mut f: impl FnMut(usize, usize, f32)) {
+    let (h, w, s, pad) = (g.h, g.w, g.stride, g.pad);
+    let (kh, kw, oh, ow) = (g.kh, g.kw, g.oh, g.ow);
+    for ci in 0..g.cg() {
+        let plane = &src[ci * h * w..(ci + 1) * h * w];
+        for iy in 0..h {
+            let line = &plane[iy * w..(iy + 1) * w];
+            for (ix, &v) in line.iter().enumerate() {
+                if v == 0.0 {
+                    continue;
+                }
+                for ky in 0..kh {
+                    let oyn = iy + pad;
+                    if oyn < ky || (oyn - ky) % s != 0 {
+                        continue;
+                    }
+                    let oy = (oyn - ky) / s;
+                    if oy >= oh {
+                        continue;
+                    }
+                    for kx in 0..kw {
+                        let oxn = ix + pad;
+                        if oxn < kx || (oxn - kx) % s != 0 {
+                            continue;
+                        }
+                        let ox = (oxn - kx) / s;
+                        if ox >= ow {
+                            continue;
+                        }
+                        f((ci * kh + ky) * kw + kx, oy * ow + ox, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `a[..] += v · b[..]`.
+#[inline(always)]
+fn axpy(v: f32, b: &[f32], a: &mut [f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x += v * y;
+    }
+}
+
+/// Sparse forward of one (image, group): `yt[pixel·og + o]` (transposed output)
+/// accumulates `v · w[o, r]` for every non-zero input and tap.
+fn sparse_forward(g: &ConvGeom, src: &[f32], wt_g: &[f32], yt: &mut [f32]) {
+    let og = g.og();
+    yt.fill(0.0);
+    for_each_tap(g, src, |r, pix, v| {
+        axpy(
+            v,
+            &wt_g[r * og..(r + 1) * og],
+            &mut yt[pix * og..(pix + 1) * og],
+        );
     });
 }
 
@@ -432,76 +628,164 @@ pub(crate) fn conv_backward_data(g: &ConvGeom, dy: &[f32], wt: &[f32], dx: &mut 
 }
 
 /// Weight gradient: `dw = Σ_images dy · im2col(x)ᵀ`. Returns `g.w_len()` floats.
+///
+/// Each (image, group) whose input density is at most [`sparse_max_density`]
+/// scatters `v · dy[:, pixel]` into a transposed accumulator; the others run
+/// tiled im2col + gemm into per-thread partial sums.
 pub(crate) fn conv_backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    conv_backward_weight_with(g, x, dy, sparse_max_density())
+}
+
+/// [`conv_backward_weight`] with an explicit sparse-path threshold.
+pub(crate) fn conv_backward_weight_with(
+    g: &ConvGeom,
+    x: &[f32],
+    dy: &[f32],
+    max_density: f32,
+) -> Vec<f32> {
     debug_assert_eq!(x.len(), g.x_len());
     debug_assert_eq!(dy.len(), g.y_len());
     let (cg, og, kdim, hw, p) = (g.cg(), g.og(), g.kdim(), g.h * g.w, g.oh * g.ow);
-    let rpt = g.rows_per_tile();
     let wlen = g.w_len();
-    let acc_item = |mut acc: Vec<f32>, (b, grp, tile): (usize, usize, usize)| {
-        let oy0 = tile * rpt;
-        let oy1 = (oy0 + rpt).min(g.oh);
-        let t = (oy1 - oy0) * g.ow;
-        let src = &x[(b * g.c_in + grp * cg) * hw..(b * g.c_in + (grp + 1) * cg) * hw];
-        let dy_t = &dy[(b * g.c_out + grp * og) * p + oy0 * g.ow..];
-        let dst = acc[grp * og * kdim..].as_mut_ptr();
-        if g.is_pointwise() {
-            // dw_g[og, cg] += dy_t[og, t] · x_tᵀ[t, cg].
-            // SAFETY: extents lie within the slices.
-            unsafe {
-                sgemm(
-                    og,
-                    kdim,
-                    t,
-                    dst,
-                    kdim as isize,
-                    1,
-                    true,
-                    dy_t.as_ptr(),
-                    p as isize,
-                    1,
-                    src[oy0 * g.ow..].as_ptr(),
-                    1,
-                    hw as isize,
-                )
-            };
-            return acc;
+    let tiles = g.tiles();
+    let groups = g.groups;
+    let max_density = if g.is_pointwise() { 0.0 } else { max_density };
+    // Few (image, group) items: also spread the tiles of dense items over the pool.
+    let nested = g.n * groups < 4 * rayon::current_num_threads();
+    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+        if a.is_empty() {
+            return b;
         }
-        with_scratch(kdim * t, |col| {
-            im2col_tile(g, src, oy0, oy1, col);
-            // SAFETY: extents lie within the slices.
-            unsafe {
-                sgemm(
-                    og,
-                    kdim,
-                    t,
-                    dst,
-                    kdim as isize,
-                    1,
-                    true,
-                    dy_t.as_ptr(),
-                    p as isize,
-                    1,
-                    col.as_ptr(),
-                    1,
-                    t as isize,
-                )
-            };
-        });
-        acc
+        for (x, y) in a.iter_mut().zip(&b) {
+            *x += *y;
+        }
+        a
     };
-    items(g)
-        .with_min_len(4)
-        .fold(|| vec![0.0f32; wlen], acc_item)
-        .reduce(
-            || vec![0.0f32; wlen],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += *y;
+    let (dense, sparse_t) = (0..g.n * groups)
+        .into_par_iter()
+        .fold(
+            || (Vec::new(), Vec::new()),
+            |(mut acc, mut acc_t): (Vec<f32>, Vec<f32>), bg| {
+                let (b, grp) = (bg / groups, bg % groups);
+                let src = &x[(b * g.c_in + grp * cg) * hw..(b * g.c_in + (grp + 1) * cg) * hw];
+                let dy_g = &dy[(b * g.c_out + grp * og) * p..(b * g.c_out + (grp + 1) * og) * p];
+                if is_sparse(src, max_density) {
+                    if acc_t.is_empty() {
+                        acc_t = vec![0.0f32; wlen];
+                    }
+                    let acc_g = &mut acc_t[grp * kdim * og..(grp + 1) * kdim * og];
+                    with_scratch(p * og, |dyt| {
+                        transpose_into(dy_g, og, p, dyt);
+                        for_each_tap(g, src, |r, pix, v| {
+                            axpy(
+                                v,
+                                &dyt[pix * og..(pix + 1) * og],
+                                &mut acc_g[r * og..(r + 1) * og],
+                            );
+                        });
+                    });
+                    return (acc, acc_t);
                 }
-                a
+                if acc.is_empty() {
+                    acc = vec![0.0f32; wlen];
+                }
+                let acc_g = &mut acc[grp * og * kdim..(grp + 1) * og * kdim];
+                if nested {
+                    let part = (0..tiles)
+                        .into_par_iter()
+                        .fold(
+                            || vec![0.0f32; og * kdim],
+                            |mut part, tile| {
+                                weight_tile(g, src, dy_g, tile, &mut part);
+                                part
+                            },
+                        )
+                        .reduce(Vec::new, add);
+                    for (x, y) in acc_g.iter_mut().zip(&part) {
+                        *x += *y;
+                    }
+                } else {
+                    for tile in 0..tiles {
+                        weight_tile(g, src, dy_g, tile, acc_g);
+                    }
+                }
+                (acc, acc_t)
             },
         )
+        .reduce(
+            || (Vec::new(), Vec::new()),
+            |(a, at), (b, bt)| (add(a, b), add(at, bt)),
+        );
+    let mut dw = if dense.is_empty() {
+        vec![0.0f32; wlen]
+    } else {
+        dense
+    };
+    if !sparse_t.is_empty() {
+        for grp in 0..groups {
+            let base = grp * og * kdim;
+            for o in 0..og {
+                for r in 0..kdim {
+                    dw[base + o * kdim + r] += sparse_t[base + r * og + o];
+                }
+            }
+        }
+    }
+    dw
+}
+
+/// `acc_g[og, kdim] += dy_tile[og, t] · col_tileᵀ[t, kdim]` for one tile of one
+/// (image, group).
+fn weight_tile(g: &ConvGeom, src: &[f32], dy_g: &[f32], tile: usize, acc_g: &mut [f32]) {
+    let (og, kdim, hw, p) = (g.og(), g.kdim(), g.h * g.w, g.oh * g.ow);
+    let rpt = g.rows_per_tile();
+    let oy0 = tile * rpt;
+    let oy1 = (oy0 + rpt).min(g.oh);
+    let t = (oy1 - oy0) * g.ow;
+    let dy_t = &dy_g[oy0 * g.ow..];
+    let dst = acc_g.as_mut_ptr();
+    if g.is_pointwise() {
+        // SAFETY: extents lie within the slices.
+        unsafe {
+            sgemm(
+                og,
+                kdim,
+                t,
+                dst,
+                kdim as isize,
+                1,
+                true,
+                dy_t.as_ptr(),
+                p as isize,
+                1,
+                src[oy0 * g.ow..].as_ptr(),
+                1,
+                hw as isize,
+            )
+        };
+        return;
+    }
+    with_scratch(kdim * t, |col| {
+        im2col_tile(g, src, oy0, oy1, col);
+        // SAFETY: extents lie within the slices.
+        unsafe {
+            sgemm(
+                og,
+                kdim,
+                t,
+                dst,
+                kdim as isize,
+                1,
+                true,
+                dy_t.as_ptr(),
+                p as isize,
+                1,
+                col.as_ptr(),
+                1,
+                t as isize,
+            )
+        };
+    });
 }
 
 #[cfg(test)]
@@ -580,6 +864,81 @@ mod tests {
             .collect()
     }
 
+    /// dw[co, c, ky, kx] = Σ dy[b, co, oy, ox] · x[b, ci, oy·s+ky-p, ox·s+kx-p].
+    fn naive_weight_grad(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let mut dw = vec![0.0f64; g.w_len()];
+        let (cg, og) = (g.cg(), g.og());
+        for b in 0..g.n {
+            for co in 0..g.c_out {
+                let grp = co / og;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let d = f64::from(dy[((b * g.c_out + co) * g.oh + oy) * g.ow + ox]);
+                        for c in 0..cg {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((b * g.c_in + grp * cg + c) * g.h + iy as usize)
+                                        * g.w
+                                        + ix as usize];
+                                    dw[((co * cg + c) * g.kh + ky) * g.kw + kx] +=
+                                        d * f64::from(xv);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dw.into_iter().map(|v| v as f32).collect()
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32]) {
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * scale, "{what}[{i}]: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn sparse_and_dense_paths_match_naive_loops() {
+        let cases = [
+            geom(2, 3, (7, 9), 4, 3, 1, 1, 1),
+            geom(1, 4, (8, 8), 6, 3, 2, 1, 2),
+            geom(1, 2, (11, 10), 3, 7, 2, 3, 1),
+            geom(3, 4, (6, 6), 4, 3, 1, 0, 4),
+            geom(1, 2, (6, 5), 2, 1, 2, 0, 1),
+        ];
+        for (i, g) in cases.iter().enumerate() {
+            // Spikes at ~20 % density, with one non-binary value.
+            let mut x: Vec<f32> = pseudo(g.x_len(), 7 + i as u32)
+                .into_iter()
+                .map(|u| if u > 0.6 { 1.0 } else { 0.0 })
+                .collect();
+            x[0] = 0.5;
+            let wt = pseudo(g.w_len(), 50 + i as u32);
+            let bias = pseudo(g.c_out, 60 + i as u32);
+            let dy = pseudo(g.y_len(), 70 + i as u32);
+            let mut want = naive_forward(g, &x, &wt);
+            for (j, v) in want.iter_mut().enumerate() {
+                *v += bias[(j / (g.oh * g.ow)) % g.c_out];
+            }
+            let want_dw = naive_weight_grad(g, &x, &dy);
+            for density in [0.0, 1.0] {
+                let mut y = vec![f32::NAN; g.y_len()];
+                conv_forward_with(g, &x, &wt, Some(&bias), &mut y, density);
+                assert_close(&format!("{g:?} y@{density}"), &y, &want);
+                let dw = conv_backward_weight_with(g, &x, &dy, density);
+                assert_close(&format!("{g:?} dw@{density}"), &dw, &want_dw);
+            }
+        }
+    }
+
     #[test]
     fn forward_matches_naive_loops() {
         for (i, g) in [
@@ -596,7 +955,7 @@ mod tests {
             let x = pseudo(g.x_len(), i as u32);
             let wt = pseudo(g.w_len(), 100 + i as u32);
             let mut y = vec![f32::NAN; g.y_len()];
-            conv_forward(g, &x, &wt, None, &mut y);
+            conv_forward_with(g, &x, &wt, None, &mut y, 0.0);
             let r = naive_forward(g, &x, &wt);
             for (a, b) in y.iter().zip(&r) {
                 assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");
