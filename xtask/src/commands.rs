@@ -2,8 +2,11 @@
 
 pub mod ci;
 pub mod data;
+pub mod finetune;
 pub mod gpu_build;
 pub mod inspect;
+pub mod linear_probe;
 pub mod make_synthetic;
+pub mod pretrain;
 pub mod show;
 pub mod tidy;

@@ -27,6 +27,14 @@ enum Cmd {
     Data(util::Forward),
     /// Render frames of an event file or dataset sample as a PNG grid (FILE --out grid.png)
     Show(util::Forward),
+    /// NeuroMoCo pre-training ([--config FILE] [--set k=v ...] [--cuda] [--resume] [--name RUN])
+    Pretrain(util::Forward),
+    /// Linear probe + kNN of a pre-trained encoder, with the random-init baseline
+    /// ([--checkpoint PATH] [--config FILE] [--set k=v ...] [--cuda])
+    LinearProbe(util::Forward),
+    /// Fine-tune a pre-trained encoder, with the supervised-from-scratch baseline
+    /// ([--checkpoint PATH] [--label-fraction F] [--set k=v ...] [--cuda])
+    Finetune(util::Forward),
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
@@ -47,6 +55,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::MakeSynthetic(a) => commands::make_synthetic::run(a),
         Cmd::Data(a) => commands::data::run(a),
         Cmd::Show(a) => commands::show::run(a),
+        Cmd::Pretrain(a) => commands::pretrain::run(a),
+        Cmd::LinearProbe(a) => commands::linear_probe::run(a),
+        Cmd::Finetune(a) => commands::finetune::run(a),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),

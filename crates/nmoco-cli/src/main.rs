@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "nmoco", version, about = "NeuroMoCo: momentum-contrast pre-training of spiking networks on event data")]
+#[command(
+    name = "nmoco",
+    version,
+    about = "NeuroMoCo: momentum-contrast pre-training of spiking networks on event data"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -22,6 +26,12 @@ enum Cmd {
     Show(cmd::show::Args),
     /// Generate the synthetic event dataset (DVS128 Gesture layout)
     MakeSynthetic(cmd::make_synthetic::Args),
+    /// NeuroMoCo pre-training (default: the CPU run on the synthetic set)
+    Pretrain(cmd::pretrain::Args),
+    /// Linear probe and kNN on frozen features, with the random-init baseline
+    LinearProbe(cmd::linear_probe::Args),
+    /// Fine-tune the pre-trained encoder with labels, with the supervised-from-scratch baseline
+    Finetune(cmd::finetune::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +63,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Data(a) => cmd::data::run(a),
         Cmd::Show(a) => cmd::show::run(a),
         Cmd::MakeSynthetic(a) => cmd::make_synthetic::run(a),
+        Cmd::Pretrain(a) => cmd::pretrain::run(a),
+        Cmd::LinearProbe(a) => cmd::linear_probe::run(a),
+        Cmd::Finetune(a) => cmd::finetune::run(a),
     }
 }

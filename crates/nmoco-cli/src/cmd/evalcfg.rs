@@ -1,0 +1,170 @@
+//! What `linear-probe` and `finetune` share: finding the checkpoint, resolving the evaluation
+//! config (`[data]` from the checkpoint unless given, protocol tables, `--set` overrides), the
+//! device, the datasets, and the result table.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use nmoco_data::{DataConfig, Dataset, DatasetKind, Split};
+use nmoco_eval::checkpoint::{EncoderCheckpoint, check_compatible, locate};
+use nmoco_eval::{FinetuneConfig, ProbeConfig};
+use serde::{Deserialize, Serialize};
+
+/// Arguments common to the evaluation commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// A run folder (runs/<name>), a checkpoint folder, or an encoder safetensors file
+    #[arg(long, default_value = "runs/pretrain")]
+    pub checkpoint: PathBuf,
+    /// Evaluation config (TOML with optional [data], [probe], [finetune] tables and `seed`);
+    /// without [data], the checkpoint's own data config is used
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a value, e.g. --set data.root=/data/gesture --set finetune.epochs=30
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run on the first CUDA device (needs a build with --features cuda)
+    #[arg(long)]
+    pub cuda: bool,
+    /// Skip the baseline (random-init encoder, or supervised from scratch)
+    #[arg(long)]
+    pub no_baseline: bool,
+}
+
+/// The resolved evaluation config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    pub data: DataConfig,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    #[serde(default)]
+    pub finetune: FinetuneConfig,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Everything an evaluation command needs before its protocol runs.
+pub struct Setup {
+    pub ckpt: EncoderCheckpoint,
+    pub cfg: EvalConfig,
+    pub device: candle_core::Device,
+    pub train: Arc<Dataset>,
+    pub test: Arc<Dataset>,
+}
+
+pub fn setup(
+    args: &CommonArgs,
+    default_finetune: impl FnOnce(&EncoderCheckpoint) -> FinetuneConfig,
+) -> anyhow::Result<Setup> {
+    let ckpt = locate(&args.checkpoint).map_err(anyhow::Error::from)?;
+    let mut table = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read eval config {}", p.display()))?;
+            text.parse::<toml::Table>()
+                .with_context(|| format!("invalid TOML in {}", p.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    if !table.contains_key("data") {
+        table.insert("data".into(), toml::Value::try_from(&ckpt.data)?);
+    }
+    if !table.contains_key("finetune") {
+        table.insert(
+            "finetune".into(),
+            toml::Value::try_from(default_finetune(&ckpt))?,
+        );
+    }
+    for s in &args.set {
+        nmoco_train::config::apply_override(&mut table, s)
+            .map_err(anyhow::Error::from)
+            .context("bad --set")?;
+    }
+    let cfg: EvalConfig = toml::Value::Table(table)
+        .try_into()
+        .context("evaluation config rejected")?;
+    cfg.finetune
+        .validate()
+        .map_err(anyhow::Error::from)
+        .context("evaluation config rejected")?;
+    check_compatible(&ckpt, &cfg.data).map_err(anyhow::Error::from)?;
+    let device = if args.cuda {
+        candle_core::Device::new_cuda(0)
+            .context("cannot open CUDA device 0 (build with `cargo xtask ... --cuda`)")?
+    } else {
+        candle_core::Device::Cpu
+    };
+    let open = |split| -> anyhow::Result<Arc<Dataset>> {
+        Ok(Arc::new(Dataset::open(&cfg.data, split).with_context(
+            || {
+                format!(
+                    "cannot open the {split} split of {}",
+                    cfg.data.root.display()
+                )
+            },
+        )?))
+    };
+    let train = open(Split::Train)?;
+    let test = open(Split::Test)?;
+    eprintln!(
+        "checkpoint {} ({}), dataset {} at {}: {} train / {} test samples, {} classes",
+        ckpt.weights.display(),
+        nmoco_eval::checkpoint::arch_name(&ckpt.backbone),
+        dataset_name(&cfg.data.dataset),
+        cfg.data.root.display(),
+        train.len(),
+        test.len(),
+        train.num_classes()
+    );
+    Ok(Setup {
+        ckpt,
+        cfg,
+        device,
+        train,
+        test,
+    })
+}
+
+pub fn dataset_name(kind: &DatasetKind) -> String {
+    kind.name().to_string()
+}
+
+/// The folder of one evaluation's report: `<checkpoint dir>/eval/<protocol>[-<encoder>]`.
+pub fn report_dir(ckpt_dir: &Path, protocol: &str, encoder: &str) -> PathBuf {
+    let name = if encoder == "pretrained" {
+        protocol.to_string()
+    } else {
+        format!("{protocol}-{encoder}")
+    };
+    ckpt_dir.join("eval").join(name)
+}
+
+/// One row of the printed table.
+pub struct Row {
+    pub protocol: String,
+    pub encoder: String,
+    pub top1: f64,
+    pub top5: f64,
+    pub report: PathBuf,
+}
+
+pub fn print_table(rows: &[Row], chance: f64) {
+    println!();
+    println!(
+        "{:<22} {:<16} {:>7} {:>7}  report",
+        "protocol", "encoder", "top-1", "top-5"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:<16} {:>6.1}% {:>6.1}%  {}",
+            r.protocol,
+            r.encoder,
+            100.0 * r.top1,
+            100.0 * r.top5,
+            r.report.display()
+        );
+    }
+    println!("(chance: {:.1}%)", 100.0 * chance);
+}

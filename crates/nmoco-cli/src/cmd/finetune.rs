@@ -1,0 +1,117 @@
+//! `nmoco finetune [--checkpoint PATH] [--config FILE] [--set key=value ...] [--label-fraction F]
+//! [--cuda]`: initialise from the pre-trained encoder and train everything with labels, next to
+//! supervised training from scratch with the same budget. The recipe follows the backbone
+//! (SEW: SGD lr 0.01 momentum 0.9 cosine; Spikformer: AdamW lr 1e-3 wd 0.06, warm-up, label
+//! smoothing 0.1); `--set finetune.epochs=...` etc. change it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use nmoco_eval::checkpoint::arch_name;
+use nmoco_eval::{FinetuneConfig, Report, SplitSizes, finetune};
+use nmoco_models::BackboneConfig;
+
+use super::evalcfg::{CommonArgs, Row, dataset_name, print_table, report_dir, setup};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Keep only this fraction of the training labels (stratified, seeded), e.g. 0.01 or 0.1
+    #[arg(long)]
+    pub label_fraction: Option<f64>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut common = args.common.clone();
+    if let Some(f) = args.label_fraction {
+        common.set.push(format!("finetune.label_fraction={f}"));
+    }
+    let s = setup(&common, |ck| match ck.backbone {
+        BackboneConfig::Spikformer(_) => FinetuneConfig::spikformer(),
+        _ => FinetuneConfig::default(),
+    })?;
+    let cfg = s.cfg.finetune.clone();
+    let weights = s.ckpt.weights.clone();
+    let mut runs: Vec<(Option<&Path>, &str, &str)> =
+        vec![(Some(weights.as_path()), "finetune", "pretrained")];
+    if !common.no_baseline {
+        runs.push((None, "supervised", "random_init"));
+    }
+    let suffix = if cfg.label_fraction < 1.0 {
+        format!("-{}pct", (cfg.label_fraction * 100.0).round())
+    } else {
+        String::new()
+    };
+    let mut rows = Vec::new();
+    for (w, protocol, encoder) in runs {
+        let pb = ProgressBar::new(0);
+        pb.set_style(
+            ProgressStyle::with_template(&format!(
+                "{protocol:<12} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed_precise}} < {{eta_precise}}] {{msg}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb.enable_steady_tick(Duration::from_millis(500));
+        let progress = |epoch: usize, step: usize, per_epoch: usize, loss: f64| {
+            pb.set_length((per_epoch * cfg.epochs) as u64);
+            pb.set_position((epoch * per_epoch + step) as u64);
+            pb.set_message(format!("ep {epoch} loss {loss:.4}"));
+        };
+        let out = finetune(
+            &s.ckpt.backbone,
+            w,
+            s.train.clone(),
+            s.test.clone(),
+            &cfg,
+            &s.device,
+            &progress,
+        )
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{protocol} failed"))?;
+        pb.finish_and_clear();
+        let dir = report_dir(&s.ckpt.dir, &format!("{protocol}{suffix}"), encoder);
+        Report::new(
+            protocol,
+            encoder,
+            w,
+            arch_name(&s.ckpt.backbone),
+            dataset_name(&s.cfg.data.dataset),
+            SplitSizes {
+                train: out.train_used,
+                test: s.test.len(),
+            },
+            &out.test,
+            s.train.class_names().to_vec(),
+            cfg.seed,
+            serde_json::json!({ "finetune": cfg, "epoch_loss": out.epoch_loss, "data": s.cfg.data }),
+        )
+        .write(&dir)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("writing the report in {}", dir.display()))?;
+        rows.push(Row {
+            protocol: format!(
+                "{protocol} ({} labels)",
+                if suffix.is_empty() {
+                    "all".to_string()
+                } else {
+                    format!("{:.0}%", cfg.label_fraction * 100.0)
+                }
+            ),
+            encoder: if encoder == "pretrained" {
+                "NeuroMoCo".into()
+            } else {
+                "scratch".into()
+            },
+            top1: out.test.top1,
+            top5: out.test.top5,
+            report: dir.join("report.json"),
+        });
+    }
+    print_table(&rows, 1.0 / s.train.num_classes().max(1) as f64);
+    println!("wall time: {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
