@@ -53,13 +53,13 @@ impl Dataset {
 
     /// [`Dataset::open`] with an explicit cache mode.
     pub fn open_with(cfg: &DataConfig, split: Split, mode: CacheMode) -> Result<Dataset, Error> {
-        cfg.frames.validate().map_err(|source| Error::Frames {
-            path: PathBuf::from("<config: frames>"),
-            source,
+        cfg.frames.validate().map_err(|e| Error::Config {
+            field: "frames",
+            reason: e.to_string(),
         })?;
-        cfg.augment.validate().map_err(|source| Error::Frames {
-            path: PathBuf::from("<config: augment>"),
-            source,
+        cfg.augment.validate().map_err(|e| Error::Config {
+            field: "augment",
+            reason: e.to_string(),
         })?;
         let index = Arc::new(index_root(&cfg.dataset, &cfg.root, &cfg.index_options())?);
         let decoding = Decoding::new(cfg);

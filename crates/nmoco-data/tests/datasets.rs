@@ -292,6 +292,32 @@ fn unreadable_file_error_names_it() {
     let e = Dataset::open(&cifar_cfg(dir.path()), Split::Train).unwrap_err();
     assert!(matches!(e, Error::Decode { .. }), "{e}");
     assert!(e.to_string().contains("cifar10_dog_1.aedat"), "{e}");
+    let mut bad_cfg = cifar_cfg(dir.path());
+    bad_cfg.frames.t = 0;
+    let e = Dataset::open(&bad_cfg, Split::Train).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Config {
+                field: "frames",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let mut bad_ratio = cifar_cfg(dir.path());
+    bad_ratio.train_ratio = 1.5;
+    let e = Dataset::open(&bad_ratio, Split::Train).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Config {
+                field: "train_ratio",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 fn frm_files(dir: &Path) -> Vec<PathBuf> {
