@@ -29,7 +29,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::core::{Core, Line, Meta, Step, check_magic, chip_sensor, header_line, reserve};
+use crate::core::{
+    Core, Line, Meta, Step, append_records, check_magic, chip_sensor, header_line, reserve,
+    truncate,
+};
 use crate::error::{Error, Result};
 use crate::format::{Aedat2Layout, Dvs128Polarity, Format, ReadOptions};
 use crate::{Events, SensorSize};
@@ -167,18 +170,24 @@ impl Decoder {
     fn dvs128(&self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
         let n = recs.len() / RECORD;
         let flip = !self.polarity_on_bit0;
-        reserve(out, n);
-        // Special words have bit 31 (byte 0, bit 7) or bit 15 (byte 2, bit 7) set.
-        let any_special =
-            !self.keep_special && recs.chunks_exact(RECORD).any(|r| (r[0] | r[2]) & 0x80 != 0);
-        if !any_special {
-            let c = || recs.chunks_exact(RECORD);
-            out.t.extend(c().map(|r| word(r, 4) as i64));
-            out.x.extend(c().map(|r| ((r[3] >> 1) & 0x7F) as u16));
-            out.y.extend(c().map(|r| (r[2] & 0x7F) as u16));
-            out.on.extend(c().map(|r| (r[3] & 1 != 0) ^ flip));
+        // Special words have bit 31 (byte 0, bit 7) or bit 15 (byte 2, bit 7) set. Decode
+        // optimistically; if any is present (rare), redo this block filtering them out.
+        let len0 = out.t.len();
+        let watch = !self.keep_special;
+        let flagged = append_records(out, recs, RECORD, |r| {
+            (
+                word(r, 4) as i64,
+                ((r[3] >> 1) & 0x7F) as u16,
+                (r[2] & 0x7F) as u16,
+                (r[3] & 1 != 0) ^ flip,
+                watch & ((r[0] | r[2]) & 0x80 != 0),
+            )
+        });
+        if !flagged {
             return;
         }
+        truncate(out, len0);
+        reserve(out, n);
         let mut special = 0u64;
         for r in recs.chunks_exact(RECORD) {
             if (r[0] | r[2]) & 0x80 != 0 {

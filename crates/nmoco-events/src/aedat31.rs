@@ -21,7 +21,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::core::{Core, Line, Meta, Step, chip_sensor, header_line, parse_size, reserve};
+use crate::core::{
+    Core, Line, Meta, Step, append_records, chip_sensor, header_line, parse_size, reserve, truncate,
+};
 use crate::error::{Error, Result};
 use crate::format::{Format, ReadOptions};
 use crate::{Events, SensorSize};
@@ -307,18 +309,38 @@ fn decode_polarity(
 ) {
     let n = bytes.len() / p.stride;
     let (stride, tso, ovf) = (p.stride, p.ts_offset, p.overflow);
-    reserve(out, n);
-    let all_valid = keep_invalid || bytes.chunks_exact(stride).all(|r| r[0] & 1 != 0);
-    if all_valid {
-        let c = || bytes.chunks_exact(stride);
-        out.t.extend(c().map(|r| ovf | le32(r, tso) as i64));
-        out.x
-            .extend(c().map(|r| ((le32(r, 0) >> 17) & 0x7FFF) as u16));
-        out.y
-            .extend(c().map(|r| ((le32(r, 0) >> 2) & 0x7FFF) as u16));
-        out.on.extend(c().map(|r| r[0] & 2 != 0));
+    // Decode optimistically; if any event is invalid (rare), redo this block filtering them.
+    let len0 = out.t.len();
+    let watch = !keep_invalid;
+    let flagged = if stride == 8 && tso == 4 {
+        append_records(out, bytes, 8, |r| {
+            let d = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let t = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+            (
+                ovf | t as i64,
+                ((d >> 17) & 0x7FFF) as u16,
+                ((d >> 2) & 0x7FFF) as u16,
+                d & 2 != 0,
+                watch & (d & 1 == 0),
+            )
+        })
+    } else {
+        append_records(out, bytes, stride, |r| {
+            let d = le32(r, 0);
+            (
+                ovf | le32(r, tso) as i64,
+                ((d >> 17) & 0x7FFF) as u16,
+                ((d >> 2) & 0x7FFF) as u16,
+                d & 2 != 0,
+                watch & (d & 1 == 0),
+            )
+        })
+    };
+    if !flagged {
         return;
     }
+    truncate(out, len0);
+    reserve(out, n);
     let mut invalid = 0u64;
     for r in bytes.chunks_exact(stride) {
         let d = le32(r, 0);

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use crate::core::{Core, Meta, Step, reserve};
+use crate::core::{Core, Meta, Step, append_records};
 use crate::error::{Error, Result};
 use crate::format::{Compression, Format, ReadOptions};
 use crate::{Events, SensorSize};
@@ -568,17 +568,17 @@ impl Core for Decoder {
                     return Ok(Step::Progress(0));
                 }
                 let bytes = &self.scratch[pos..pos + n * EVENT_STRUCT];
-                reserve(out, n);
-                let c = || bytes.chunks_exact(EVENT_STRUCT);
-                out.t.extend(c().map(|r| {
+                append_records(out, bytes, EVENT_STRUCT, |r| {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(&r[..8]);
-                    i64::from_le_bytes(a)
-                }));
-                out.x.extend(c().map(|r| u16::from_le_bytes([r[8], r[9]])));
-                out.y
-                    .extend(c().map(|r| u16::from_le_bytes([r[10], r[11]])));
-                out.on.extend(c().map(|r| r[12] != 0));
+                    (
+                        i64::from_le_bytes(a),
+                        u16::from_le_bytes([r[8], r[9]]),
+                        u16::from_le_bytes([r[10], r[11]]),
+                        r[12] != 0,
+                        false,
+                    )
+                });
                 self.state = if left == n {
                     State::Packets
                 } else {

@@ -220,3 +220,62 @@ pub(crate) fn reserve(out: &mut Events, n: usize) {
     out.y.reserve(n);
     out.on.reserve(n);
 }
+
+/// Appends one event per record of `recs` (records of `size` bytes), decoded by `f`, to all
+/// four columns in a single pass without zero-filling or per-push capacity checks.
+///
+/// `f` also returns a flag (e.g. "this record is special and must not be an event"); the
+/// function returns the OR of all flags, so a caller can decode optimistically in one pass and
+/// fall back to a filtering path (after truncating) only when some record was flagged.
+#[inline(always)]
+pub(crate) fn append_records(
+    out: &mut Events,
+    recs: &[u8],
+    size: usize,
+    f: impl Fn(&[u8]) -> (i64, u16, u16, bool, bool),
+) -> bool {
+    let n = recs.len() / size;
+    reserve(out, n);
+    let mut written = 0usize;
+    let mut flagged = false;
+    {
+        let t = &mut out.t.spare_capacity_mut()[..n];
+        let x = &mut out.x.spare_capacity_mut()[..n];
+        let y = &mut out.y.spare_capacity_mut()[..n];
+        let on = &mut out.on.spare_capacity_mut()[..n];
+        for ((((r, t), x), y), on) in recs
+            .chunks_exact(size)
+            .zip(t.iter_mut())
+            .zip(x.iter_mut())
+            .zip(y.iter_mut())
+            .zip(on.iter_mut())
+        {
+            let (vt, vx, vy, von, flag) = f(r);
+            flagged |= flag;
+            t.write(vt);
+            x.write(vx);
+            y.write(vy);
+            on.write(von);
+            written += 1;
+        }
+    }
+    assert_eq!(written, n, "every spare slot was written");
+    // SAFETY: `reserve` made room for `n` more elements in every column, and the loop above
+    // initialised exactly the first `n` spare slots of each column (`written == n`, and the zip
+    // is as long as the shortest of the four n-long slices and the n records).
+    unsafe {
+        out.t.set_len(out.t.len() + n);
+        out.x.set_len(out.x.len() + n);
+        out.y.set_len(out.y.len() + n);
+        out.on.set_len(out.on.len() + n);
+    }
+    flagged
+}
+
+/// Truncates every column to `len`.
+pub(crate) fn truncate(out: &mut Events, len: usize) {
+    out.t.truncate(len);
+    out.x.truncate(len);
+    out.y.truncate(len);
+    out.on.truncate(len);
+}

@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::core::{Core, Meta, Step, reserve};
+use crate::core::{Core, Meta, Step, append_records, truncate};
 use crate::error::{Error, Result};
 use crate::format::{Format, NbinOverflow, ReadOptions};
 use crate::{Events, SensorSize};
@@ -86,30 +86,46 @@ impl Core for Decoder {
             });
         }
         let recs = &buf[..n * RECORD];
-        let has_markers =
-            self.increment.is_some() && recs.chunks_exact(RECORD).any(|r| r[1] == OVERFLOW_Y);
-        if !has_markers {
-            let base = self.base;
-            let c = || recs.chunks_exact(RECORD);
-            reserve(out, n);
-            out.t.extend(c().map(|r| base + raw_t(r)));
-            out.x.extend(c().map(|r| r[0] as u16));
-            out.y.extend(c().map(|r| r[1] as u16));
-            out.on.extend(c().map(|r| r[2] & 0x80 != 0));
-        } else {
+        let len0 = out.t.len();
+        let base = self.base;
+        let watch = self.increment.is_some();
+        let flagged = append_records(out, recs, RECORD, |r| {
+            let t = base + raw_t(r);
+            (
+                t,
+                r[0] as u16,
+                r[1] as u16,
+                r[2] & 0x80 != 0,
+                watch & (r[1] == OVERFLOW_Y),
+            )
+        });
+        if flagged {
+            // Overflow markers present: decode again run by run between the markers.
+            truncate(out, len0);
             let inc = self.increment.unwrap_or(0);
-            reserve(out, n);
+            let mut rest = recs;
             let mut markers = 0u64;
-            for r in recs.chunks_exact(RECORD) {
-                if r[1] == OVERFLOW_Y {
+            while !rest.is_empty() {
+                let run = rest
+                    .chunks_exact(RECORD)
+                    .position(|r| r[1] == OVERFLOW_Y)
+                    .unwrap_or(rest.len() / RECORD);
+                let base = self.base;
+                append_records(out, &rest[..run * RECORD], RECORD, |r| {
+                    (
+                        base + raw_t(r),
+                        r[0] as u16,
+                        r[1] as u16,
+                        r[2] & 0x80 != 0,
+                        false,
+                    )
+                });
+                rest = &rest[run * RECORD..];
+                if !rest.is_empty() {
                     self.base += inc;
                     markers += 1;
-                    continue;
+                    rest = &rest[RECORD..];
                 }
-                out.t.push(self.base + raw_t(r));
-                out.x.push(r[0] as u16);
-                out.y.push(r[1] as u16);
-                out.on.push(r[2] & 0x80 != 0);
             }
             meta.skip("overflow", markers);
         }
