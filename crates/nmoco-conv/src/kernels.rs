@@ -251,8 +251,8 @@ unsafe fn sgemm(
 /// Forward convolution: `y = conv(x, w) + bias`. `y` must hold `g.y_len()` floats
 /// (its contents are overwritten); `bias`, if given, holds `c_out` floats.
 ///
-/// Each (image, group) whose input density is at most [`sparse_max_density`]
-/// takes the sparse scatter path; the others run tiled im2col + gemm.
+/// Each (image, group) whose input density is at most the forward sparse
+/// threshold ([`sparse_thresholds`]) takes the sparse scatter path; the others run tiled im2col + gemm.
 pub(crate) fn conv_forward(
     g: &ConvGeom,
     x: &[f32],
@@ -260,7 +260,7 @@ pub(crate) fn conv_forward(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
-    conv_forward_with(g, x, wt, bias, y, sparse_max_density());
+    conv_forward_with(g, x, wt, bias, y, sparse_thresholds().forward);
 }
 
 /// [`conv_forward`] with an explicit sparse-path threshold.
@@ -381,28 +381,45 @@ fn forward_tile(
     });
 }
 
-/// Default largest input density (non-zero fraction) that takes the sparse paths,
-/// from the crossover measured on the benchmark shape (docs/benchmarks.md).
-pub const DEFAULT_SPARSE_MAX_DENSITY: f32 = 0.15;
-
-static SPARSE_MAX_DENSITY: AtomicU32 = AtomicU32::new(DEFAULT_SPARSE_MAX_DENSITY.to_bits());
-
-/// Sets the largest input density (fraction of non-zeros per image and group)
-/// for which the forward and weight-gradient convolutions use the sparse
-/// scatter kernels instead of im2col + gemm. `0.0` disables them, `1.0` forces
-/// them. Process-wide; meant for tuning and benchmarks. Values are clamped to [0, 1].
-pub fn set_sparse_max_density(density: f32) {
-    let d = if density.is_nan() {
-        0.0
-    } else {
-        density.clamp(0.0, 1.0)
-    };
-    SPARSE_MAX_DENSITY.store(d.to_bits(), Ordering::Relaxed);
+/// Largest input densities (fraction of non-zeros per image and group) for which
+/// the forward and the weight-gradient convolutions use the sparse scatter
+/// kernels instead of im2col + gemm. `0.0` disables a sparse path, `1.0` forces it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SparseThresholds {
+    /// Threshold of the forward product.
+    pub forward: f32,
+    /// Threshold of the weight-gradient product.
+    pub weight_grad: f32,
 }
 
-/// The current sparse-path threshold (see [`set_sparse_max_density`]).
-pub fn sparse_max_density() -> f32 {
-    f32::from_bits(SPARSE_MAX_DENSITY.load(Ordering::Relaxed))
+/// Defaults from the crossovers measured on the 3×3 32→32 benchmark shape
+/// (docs/benchmarks.md): forward break-even near 10 % density, weight gradient
+/// near 15 %; each default sits a little below its crossover.
+pub const DEFAULT_SPARSE_THRESHOLDS: SparseThresholds = SparseThresholds {
+    forward: 0.08,
+    weight_grad: 0.12,
+};
+
+static SPARSE_FORWARD: AtomicU32 = AtomicU32::new(0x3da3_d70a); // 0.08f32
+static SPARSE_WEIGHT: AtomicU32 = AtomicU32::new(0x3df5_c28f); // 0.12f32
+
+fn clamp_density(d: f32) -> f32 {
+    if d.is_nan() { 0.0 } else { d.clamp(0.0, 1.0) }
+}
+
+/// Sets the process-wide sparse-path thresholds (values are clamped to [0, 1];
+/// NaN disables). Meant for tuning and benchmarks.
+pub fn set_sparse_thresholds(t: SparseThresholds) {
+    SPARSE_FORWARD.store(clamp_density(t.forward).to_bits(), Ordering::Relaxed);
+    SPARSE_WEIGHT.store(clamp_density(t.weight_grad).to_bits(), Ordering::Relaxed);
+}
+
+/// The current sparse-path thresholds (see [`set_sparse_thresholds`]).
+pub fn sparse_thresholds() -> SparseThresholds {
+    SparseThresholds {
+        forward: f32::from_bits(SPARSE_FORWARD.load(Ordering::Relaxed)),
+        weight_grad: f32::from_bits(SPARSE_WEIGHT.load(Ordering::Relaxed)),
+    }
 }
 
 /// Whether `src` has at most `max_density · len` non-zeros.
@@ -470,37 +487,60 @@ fn transpose_into(src: &[f32], og: usize, p: usize, dst: &mut [f32]) {
 
 /// Calls `f(r, pixel, v)` for every non-zero input value `v` of one
 /// (image, group) and every kernel tap `r` that maps it to output `pixel`.
+///
+/// Output `(oy, ox)` gets input `(oy·s + ky - pad, ox·s + kx - pad)`, so for an
+/// input row `iy` the valid `ky` are `≡ iy + pad (mod s)` with
+/// `0 <= (iy + pad - ky)/s < oh`; the ranges are computed once per row and per
+/// non-zero, with no division in the tap loops.
 #[inline(always)]
 fn for_each_tap(g: &ConvGeom, src: &[f32], mut f: impl FnMut(usize, usize, f32)) {
     let (h, w, s, pad) = (g.h, g.w, g.stride, g.pad);
     let (kh, kw, oh, ow) = (g.kh, g.kw, g.oh, g.ow);
+    // Taps k with 0 <= (i + pad - k)/s < o and k ≡ i + pad (mod s): (first, count).
+    let taps = |i: usize, k: usize, o: usize| -> (usize, usize) {
+        let ip = i + pad;
+        let first = ip % s;
+        // Need (ip - k)/s <= o - 1, i.e. k >= ip - (o-1)·s.
+        let lo = ip.saturating_sub((o - 1) * s);
+        let start = if lo <= first {
+            first
+        } else {
+            first + (lo - first).div_ceil(s) * s
+        };
+        let last = ip.min(k - 1);
+        if start > last {
+            (start, 0)
+        } else {
+            (start, (last - start) / s + 1)
+        }
+    };
+    // Per input column: first tap, tap count, and the output column of the first tap.
+    let col_taps: Vec<(usize, usize, usize)> = (0..w)
+        .map(|ix| {
+            let (k0, n) = taps(ix, kw, ow);
+            (k0, n, if n > 0 { (ix + pad - k0) / s } else { 0 })
+        })
+        .collect();
     for ci in 0..g.cg() {
         let plane = &src[ci * h * w..(ci + 1) * h * w];
         for iy in 0..h {
+            let (ky0, nky) = taps(iy, kh, oh);
+            if nky == 0 {
+                continue;
+            }
+            let oy0 = (iy + pad - ky0) / s;
             let line = &plane[iy * w..(iy + 1) * w];
             for (ix, &v) in line.iter().enumerate() {
                 if v == 0.0 {
                     continue;
                 }
-                for ky in 0..kh {
-                    let oyn = iy + pad;
-                    if oyn < ky || (oyn - ky) % s != 0 {
-                        continue;
-                    }
-                    let oy = (oyn - ky) / s;
-                    if oy >= oh {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let oxn = ix + pad;
-                        if oxn < kx || (oxn - kx) % s != 0 {
-                            continue;
-                        }
-                        let ox = (oxn - kx) / s;
-                        if ox >= ow {
-                            continue;
-                        }
-                        f((ci * kh + ky) * kw + kx, oy * ow + ox, v);
+                let (kx0, nkx, ox0) = col_taps[ix];
+                for j in 0..nky {
+                    let ky = ky0 + j * s;
+                    let oy = oy0 - j;
+                    let rbase = (ci * kh + ky) * kw;
+                    for i in 0..nkx {
+                        f(rbase + kx0 + i * s, oy * ow + ox0 - i, v);
                     }
                 }
             }
@@ -511,7 +551,15 @@ fn for_each_tap(g: &ConvGeom, src: &[f32], mut f: impl FnMut(usize, usize, f32))
 /// `a[..] += v · b[..]`.
 #[inline(always)]
 fn axpy(v: f32, b: &[f32], a: &mut [f32]) {
-    for (x, &y) in a.iter_mut().zip(b) {
+    // Fixed-width chunks unroll into whole SIMD registers.
+    let mut ca = a.chunks_exact_mut(16);
+    let mut cb = b.chunks_exact(16);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for l in 0..16 {
+            x[l] += v * y[l];
+        }
+    }
+    for (x, &y) in ca.into_remainder().iter_mut().zip(cb.remainder()) {
         *x += v * y;
     }
 }
@@ -629,11 +677,11 @@ pub(crate) fn conv_backward_data(g: &ConvGeom, dy: &[f32], wt: &[f32], dx: &mut 
 
 /// Weight gradient: `dw = Σ_images dy · im2col(x)ᵀ`. Returns `g.w_len()` floats.
 ///
-/// Each (image, group) whose input density is at most [`sparse_max_density`]
-/// scatters `v · dy[:, pixel]` into a transposed accumulator; the others run
+/// Each (image, group) whose input density is at most the weight-gradient
+/// sparse threshold ([`sparse_thresholds`]) scatters `v · dy[:, pixel]` into a transposed accumulator; the others run
 /// tiled im2col + gemm into per-thread partial sums.
 pub(crate) fn conv_backward_weight(g: &ConvGeom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    conv_backward_weight_with(g, x, dy, sparse_max_density())
+    conv_backward_weight_with(g, x, dy, sparse_thresholds().weight_grad)
 }
 
 /// [`conv_backward_weight`] with an explicit sparse-path threshold.
@@ -961,5 +1009,22 @@ mod tests {
                 assert!((a - b).abs() < 1e-4 * (1.0 + b.abs()), "{g:?}: {a} vs {b}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod threshold_tests {
+    use super::*;
+
+    #[test]
+    fn default_threshold_bits_match_the_constants() {
+        assert_eq!(
+            f32::from_bits(0x3da3_d70a),
+            DEFAULT_SPARSE_THRESHOLDS.forward
+        );
+        assert_eq!(
+            f32::from_bits(0x3df5_c28f),
+            DEFAULT_SPARSE_THRESHOLDS.weight_grad
+        );
     }
 }

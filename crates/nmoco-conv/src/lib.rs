@@ -11,10 +11,10 @@
 //!   forward convolution of the output gradient with the flipped, transposed kernel;
 //!   other strides use gemm + col2im per (image, group). The weight gradient
 //!   accumulates per-thread partial products, reduced at the end.
-//! - Spike inputs: an (image, group) whose input has at most [`sparse_max_density`]
-//!   non-zeros (default [`DEFAULT_SPARSE_MAX_DENSITY`], from the measured crossover)
-//!   skips im2col + gemm in the forward and weight-gradient products and scatters
-//!   each non-zero through the kernel taps instead.
+//! - Spike inputs: an (image, group) whose input density is at most the threshold
+//!   of [`sparse_thresholds`] (defaults [`DEFAULT_SPARSE_THRESHOLDS`], from the
+//!   measured crossovers) skips im2col + gemm in the forward and weight-gradient
+//!   products and scatters each non-zero through the kernel taps instead.
 //! - [`batch_norm_train`], [`batch_norm_eval`], [`channel_affine`]: fused,
 //!   multi-threaded statistics and scale-and-shift passes; [`fold_batch_norm`]
 //!   folds inference batch norm into a convolution's weights and bias.
@@ -55,4 +55,6 @@ pub use conv::{
     conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, fold_batch_norm,
 };
 pub use error::ConvError;
-pub use kernels::{DEFAULT_SPARSE_MAX_DENSITY, set_sparse_max_density, sparse_max_density};
+pub use kernels::{
+    DEFAULT_SPARSE_THRESHOLDS, SparseThresholds, set_sparse_thresholds, sparse_thresholds,
+};
