@@ -110,7 +110,13 @@ pub fn render_grid(
     let height = title_h + rows * (th + label_h) + (rows + 1) * gap;
     let mut c = Canvas::new(width, height, PAGE);
     if let Some(title) = &opts.title {
-        c.text(gap as i64, gap as i64, title, 2, LABEL);
+        // Large type when it fits, small otherwise.
+        let scale = if Canvas::text_width(title, 2) <= (width - 2 * gap) as i64 {
+            2
+        } else {
+            1
+        };
+        c.text(gap as i64, gap as i64, title, scale, LABEL);
     }
     let max = data
         .iter()
