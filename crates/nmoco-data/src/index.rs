@@ -444,12 +444,12 @@ fn index_gesture(kind: &DatasetKind, root: &Path) -> Result<Index, Error> {
 }
 
 fn index_ncaltech(root: &Path, opts: &IndexOptions) -> Result<Index, Error> {
-    let has_class_dirs = |p: &Path| -> Result<bool, Error> {
-        Ok(list_dir(p)?
-            .iter()
-            .any(|e| e.is_dir && e.name != "Caltech101"))
-    };
-    let data_root = if root.join("Caltech101").is_dir() && !has_class_dirs(root)? {
+    // The archive extracts to `Caltech101/` (next to `Caltech101_annotations/`): accept its
+    // parent as the root too.
+    let data_root = if root.join("Caltech101").is_dir()
+        && !root.join(NCALTECH_BACKGROUND).is_dir()
+        && !root.join("Faces_easy").is_dir()
+    {
         root.join("Caltech101")
     } else {
         root.to_path_buf()

@@ -539,6 +539,7 @@ fn ncaltech_classes_background_option_and_raw_coordinates() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("Caltech101");
     let classes = ["BACKGROUND_Google", "Faces_easy", "Leopards", "accordion"];
+    std::fs::create_dir_all(dir.path().join("Caltech101_annotations").join("Faces_easy")).unwrap();
     for (c, name) in classes.iter().enumerate() {
         std::fs::create_dir_all(root.join(name)).unwrap();
         for i in 1..=(5 + c) {
