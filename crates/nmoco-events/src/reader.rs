@@ -96,6 +96,12 @@ impl<R: Read> Reader<R> {
         &self.meta.skipped
     }
 
+    /// Bytes currently allocated for the read buffer: at most 1 MiB unless one header line or
+    /// AEDAT 4 packet needs more (bounded by the options' limits).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Absolute byte offset of the next undecoded byte.
     pub fn offset(&self) -> u64 {
         self.offset
