@@ -32,6 +32,9 @@ pub const MAGIC: &str = "#!AER-DAT3.1\r\n";
 pub const END_HEADER: &str = "#!END-HEADER";
 pub const PACKET_HEADER: usize = 28;
 pub const POLARITY_EVENT: i16 = 1;
+/// Largest accepted `eventSize` of a polarity packet (the format's is 8; extra bytes after the
+/// timestamp are tolerated up to this stride).
+pub const MAX_POLARITY_EVENT_SIZE: i32 = 1024;
 
 /// The name used in `skipped` for a packet type.
 pub fn packet_kind(event_type: i16) -> String {
@@ -222,6 +225,14 @@ impl Core for Decoder {
                     meta.skip(&packet_kind(ty), 1);
                     self.state = State::Skip { left: payload };
                     return Ok(Step::Progress(PACKET_HEADER));
+                }
+                if size > MAX_POLARITY_EVENT_SIZE {
+                    return Err(bad(
+                        offset + 4,
+                        "eventSize",
+                        size as i64,
+                        "implausibly large for a polarity event",
+                    ));
                 }
                 if size < 8 {
                     return Err(bad(

@@ -97,7 +97,8 @@ impl<R: Read> Reader<R> {
     }
 
     /// Bytes currently allocated for the read buffer: at most 1 MiB unless one header line or
-    /// AEDAT 4 packet needs more (bounded by the options' limits).
+    /// AEDAT 4 packet needs more (bounded by the options' limits and by twice the bytes the
+    /// input actually delivered).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.len()
     }
@@ -107,25 +108,28 @@ impl<R: Read> Reader<R> {
         self.offset
     }
 
-    /// Reads until `buf[start..end]` holds at least `n` bytes or the input ends.
+    /// Reads until `buf[start..end]` holds at least `n` bytes or the input ends. The buffer
+    /// grows only when it is full of unconsumed bytes, and then at most doubles, so memory
+    /// follows the bytes actually present, never a length read from the file.
     fn fill_to(&mut self, n: usize) -> Result<()> {
+        if n as u64 > self.max_buf {
+            return Err(Error::TooLarge {
+                offset: self.offset,
+                what: "unit to buffer",
+                size: n as u64,
+                limit: self.max_buf,
+            });
+        }
         while self.end - self.start < n && !self.eof {
-            if self.start + n > self.buf.len() {
-                // Compact, then grow if one unit needs more room than the buffer has.
+            if self.end == self.buf.len() && self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
-                if n > self.buf.len() {
-                    if n as u64 > self.max_buf {
-                        return Err(Error::TooLarge {
-                            offset: self.offset,
-                            what: "unit to buffer",
-                            size: n as u64,
-                            limit: self.max_buf,
-                        });
-                    }
-                    self.buf.resize(n, 0);
-                }
+            }
+            if self.end == self.buf.len() {
+                let grown =
+                    (self.buf.len() * 2).clamp(self.buf.len() + 1, n.max(self.buf.len() + 1));
+                self.buf.resize(grown, 0);
             }
             let free = &mut self.buf[self.end..];
             match self.inner.read(free) {

@@ -194,7 +194,8 @@ fn aedat31_absurd_capacity_does_not_allocate() {
 
 #[test]
 fn aedat31_bad_header_fields() {
-    let cases: [(Vec<u8>, &str, i64, u64); 6] = [
+    let cases: [(Vec<u8>, &str, i64, u64); 7] = [
+        (pk(1, 4096, 4, 1, 1, vec![0; 4096]), "eventSize", 4096, 4),
         (pk(1, 0, 4, 1, 1, vec![]), "eventSize", 0, 4),
         (pk(2, -8, 4, 1, 1, vec![]), "eventSize", -8, 4),
         (pk(1, 8, 4, -1, 1, vec![]), "eventCapacity", -1, 16),

@@ -139,3 +139,35 @@ fn sniffing_by_magic_then_extension() {
     nmoco_events::aedat2::write_file(&p, &ev, None).unwrap();
     assert_eq!(nmoco_events::sniff_file(&p).unwrap(), Format::Aedat2);
 }
+
+#[test]
+fn a_claimed_huge_packet_does_not_allocate_before_the_bytes_arrive() {
+    // An AEDAT 4 file whose only packet claims 200 MB but holds 100 bytes.
+    let ev = common::events(3, 1, 0, 8, 8);
+    let mut bytes = Vec::new();
+    let opts = aedat4::WriteOptions {
+        compression: Compression::None,
+        file_data_table: false,
+        ..Default::default()
+    };
+    aedat4::write_with(&mut bytes, &ev, None, &opts).unwrap();
+    let header_end = bytes.len() - (8 + 40 + 3 * 16);
+    bytes.truncate(header_end);
+    bytes.extend_from_slice(&0i32.to_le_bytes());
+    bytes.extend_from_slice(&200_000_000i32.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 100]);
+    let mut r = Reader::new(&bytes[..], &ReadOptions::default()).unwrap();
+    let mut out = Events::new();
+    let e = r.read_chunk(&mut out).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            nmoco_events::Error::PacketPastEnd {
+                size: 200_000_008,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(r.buffer_capacity() <= 1 << 20, "{}", r.buffer_capacity());
+}
