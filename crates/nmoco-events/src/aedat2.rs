@@ -301,7 +301,7 @@ pub fn write<W: Write>(w: W, events: &Events, sensor: Option<SensorSize>) -> Res
     Ok(())
 }
 
-/// [`write`] to a file (created or truncated).
+/// [`write()`] to a file (created or truncated).
 pub fn write_file(path: &Path, events: &Events, sensor: Option<SensorSize>) -> Result<()> {
     crate::write_to_path(path, |f| write(f, events, sensor))
 }

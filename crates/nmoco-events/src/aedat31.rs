@@ -377,7 +377,7 @@ fn unrepr(index: usize, field: &'static str, value: i64, reason: &'static str) -
     }
 }
 
-/// Polarity events per packet written by [`write`].
+/// Polarity events per packet written by [`write()`].
 pub const WRITE_PACKET_EVENTS: usize = 4096;
 
 /// The header's source name for a sensor size.
@@ -462,7 +462,7 @@ pub fn write<W: Write>(w: W, events: &Events, sensor: Option<SensorSize>) -> Res
     Ok(())
 }
 
-/// [`write`] to a file (created or truncated).
+/// [`write()`] to a file (created or truncated).
 pub fn write_file(path: &Path, events: &Events, sensor: Option<SensorSize>) -> Result<()> {
     crate::write_to_path(path, |f| write(f, events, sensor))
 }

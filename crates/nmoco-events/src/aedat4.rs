@@ -601,12 +601,12 @@ impl Core for Decoder {
 // ---------------------------------------------------------------------------------------------
 // Writing.
 
-/// Events per packet written by [`write`].
+/// Events per packet written by [`write()`].
 pub const WRITE_PACKET_EVENTS: usize = 4096;
-/// The events stream id written by [`write`].
+/// The events stream id written by [`write()`].
 pub const WRITE_STREAM_ID: u32 = 0;
 
-/// Options for [`write_with`].
+/// Options for [`write_with()`].
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
     pub compression: Compression,
@@ -904,7 +904,7 @@ pub fn write<W: Write>(
     )
 }
 
-/// [`write`] to a file (created or truncated).
+/// [`write()`] to a file (created or truncated).
 pub fn write_file(
     path: &Path,
     events: &Events,

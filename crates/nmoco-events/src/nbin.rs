@@ -4,7 +4,7 @@
 //! `t = ((b2 & 0x7F) << 16) | (b3 << 8) | b4` in µs.
 //!
 //! Timestamp-overflow records (`y == 240`, any x) are handled per
-//! [`NbinOverflow`](crate::NbinOverflow): by default (tonic) each one is dropped, counted in
+//! [`NbinOverflow`]: by default (tonic) each one is dropped, counted in
 //! `skipped["overflow"]`, and adds 8192 µs to every later event.
 //! A trailing partial record is an error ([`Error::PartialRecord`]) unless
 //! [`ReadOptions::allow_partial_record`](crate::ReadOptions) is set (then it is dropped and
@@ -230,7 +230,7 @@ pub fn write<W: Write>(w: W, events: &Events, sensor: Option<SensorSize>) -> Res
     write_with(w, events, NbinOverflow::Tonic)
 }
 
-/// [`write`] to a file (created or truncated).
+/// [`write()`] to a file (created or truncated).
 pub fn write_file(path: &Path, events: &Events, sensor: Option<SensorSize>) -> Result<()> {
     crate::write_to_path(path, |f| write(f, events, sensor))
 }
