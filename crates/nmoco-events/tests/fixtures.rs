@@ -508,3 +508,65 @@ fn aedat4_hand_built_file_lz4_and_zstd() {
         );
     }
 }
+
+#[test]
+fn inspect_summaries_of_the_hand_built_fixtures() {
+    use nmoco_events::Summary;
+    let s = Summary::new(
+        Format::NBin,
+        &decode_bytes(&NBIN, &opts(Format::NBin)).unwrap(),
+    );
+    assert_eq!((s.events, s.on, s.off), (2, 1, 1));
+    assert_eq!((s.t_min, s.t_max), (Some(10 + 8192), Some(0x012345)));
+    assert_eq!(
+        (s.x_min, s.x_max, s.y_min, s.y_max),
+        (Some(3), Some(255), Some(4), Some(7))
+    );
+    assert_eq!((s.sensor, s.skipped.get("overflow")), (None, Some(&2)));
+    let s = Summary::new(
+        Format::Aedat31,
+        &decode_bytes(&aedat31_fixture(), &opts(Format::Aedat31)).unwrap(),
+    );
+    assert_eq!((s.events, s.on, s.off), (3, 1, 2));
+    assert_eq!(
+        (s.t_min, s.t_max),
+        (Some(77), Some((1 << 31) | 0x7FFF_FFFF))
+    );
+    assert_eq!(
+        (s.x_min, s.x_max, s.y_min, s.y_max),
+        (Some(2), Some(32767), Some(0), Some(33))
+    );
+    assert_eq!(s.skipped.len(), 3);
+    let (b, expected) = aedat4_fixture();
+    let s = Summary::new(
+        Format::Aedat4,
+        &decode_bytes(&b, &ReadOptions::default()).unwrap(),
+    );
+    assert_eq!(s.sha256_txyp, nmoco_events::sha256_txyp(&expected));
+    assert_eq!((s.x_min, s.x_max), (Some(0), Some(65535)));
+    let empty = Summary::new(
+        Format::Aedat2,
+        &decode_bytes(b"#!AER-DAT2.0\r\n", &opts(Format::Aedat2)).unwrap(),
+    );
+    assert_eq!((empty.events, empty.t_min, empty.x_max), (0, None, None));
+    // The digest of no events is the sha256 of the empty string.
+    assert_eq!(
+        empty.sha256_txyp,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+}
+
+#[test]
+fn sha256_txyp_layout_is_four_little_endian_i64_columns() {
+    use sha2::{Digest, Sha256};
+    let e = ev(&[(-1, 2, 3, true), (1 << 40, 65535, 0, false)]);
+    let mut bytes = Vec::new();
+    for v in [-1i64, 1 << 40, 2, 65535, 3, 0, 1, 0] {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let want: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(nmoco_events::sha256_txyp(&e), want);
+}
