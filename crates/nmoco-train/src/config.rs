@@ -292,7 +292,7 @@ impl Default for PretrainConfig {
         Self {
             run: RunConfig {
                 name: "synthetic".into(),
-                epochs: 8,
+                epochs: 16,
                 ..RunConfig::default()
             },
             data,
@@ -303,7 +303,7 @@ impl Default for PretrainConfig {
                 head_out: 64,
             },
             moco: MocoConfig {
-                k: 512,
+                k: 256,
                 m: 0.99,
                 ..MocoConfig::default()
             },

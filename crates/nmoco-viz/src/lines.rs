@@ -105,13 +105,8 @@ pub fn draw_panel(panel: &Panel, width: usize, height: usize) -> Canvas {
         c.text(left - 4 - Canvas::text_width(&yl, 1), yy - 3, &yl, 1, BLACK);
         let xl = format_tick(xv);
         c.line(xx, top + ph, xx, top + ph + 3, BLACK);
-        c.text(
-            xx - Canvas::text_width(&xl, 1) / 2,
-            top + ph + 6,
-            &xl,
-            1,
-            BLACK,
-        );
+        let xw = Canvas::text_width(&xl, 1);
+        c.text((xx - xw / 2).min(w - xw - 1), top + ph + 6, &xl, 1, BLACK);
     }
     let xlw = Canvas::text_width(&panel.x_label, 1);
     c.text(left + (pw - xlw) / 2, h - 12, &panel.x_label, 1, BLACK);
