@@ -488,5 +488,23 @@ fn non_f32_falls_back_to_candle() -> Result<()> {
         &y.to_dtype(DType::F32)?,
         &yr.to_dtype(DType::F32)?,
         1e-6,
-    )
+    )?;
+    // The standalone gradients fall back to candle's autograd; compare with the f32 fast path.
+    let dy = tensor(y.dims(), 93)?;
+    let f = |t: &Tensor| t.to_dtype(DType::F32);
+    let dx64 = conv2d_grad_input(&dy.to_dtype(DType::F64)?, &w, x.dims(), 1, 1, 1)?;
+    let dx32 = conv2d_grad_input(&dy, &f(&w)?, x.dims(), 1, 1, 1)?;
+    assert_close("f64 grad input", &f(&dx64)?, &dx32, 1e-5)?;
+    let dw64 = conv2d_grad_weight(&x, &dy.to_dtype(DType::F64)?, w.dims(), 1, 1, 1)?;
+    let dw32 = conv2d_grad_weight(&f(&x)?, &dy, w.dims(), 1, 1, 1)?;
+    assert_close("f64 grad weight", &f(&dw64)?, &dw32, 1e-5)?;
+    // Batch norm falls back to the plain twin.
+    let gamma = Tensor::ones(2, DType::F64, &Device::Cpu)?;
+    let beta = Tensor::zeros(2, DType::F64, &Device::Cpu)?;
+    let (z, m, v) = batch_norm_train(&x, &gamma, &beta, 1e-5)?;
+    assert_eq!(z.dtype(), DType::F64);
+    let (z32, m32, v32) = batch_norm_train(&f(&x)?, &f(&gamma)?, &f(&beta)?, 1e-5)?;
+    assert_close("f64 bn", &f(&z)?, &z32, 1e-4)?;
+    assert_close("f64 bn mean", &f(&m)?, &m32, 1e-5)?;
+    assert_close("f64 bn var", &f(&v)?, &v32, 1e-5)
 }
