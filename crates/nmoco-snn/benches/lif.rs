@@ -3,7 +3,9 @@
 //!
 //! Every benchmark's throughput is the bytes it must move, so criterion's GiB/s column compares
 //! directly with the plain copy measured in the same run:
-//! - `copy`: read T*N f32 + write T*N f32 (rayon, 2 threads like the kernels) = 8 B/element;
+//! - `copy`: read T*N f32 + write T*N f32 (rayon, 2 threads like the kernels) = 8 B/element,
+//!   into a reused buffer; `copy_fresh_alloc`: the same into a new allocation each time (what
+//!   every op's output pays: page faults and the kernel zeroing fresh pages);
 //! - `fused_fwd`: read x, write spikes = 8 B/element;
 //! - `fused_fwd_bwd_direct`: forward, then the backward op on (x, dL/ds): read x, read dL/ds,
 //!   write dL/dx = 12 B/element more, 20 B/element in all (the membrane is recomputed, not
@@ -48,6 +50,25 @@ fn bench(c: &mut Criterion) {
         })
     });
     drop(dst);
+    // The same copy into a freshly allocated output, as every op's output is (page faults).
+    group.bench_function("copy_fresh_alloc", |b| {
+        b.iter(|| {
+            let mut d = vec![0f32; src.len()];
+            d.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            d
+        })
+    });
+    group.bench_function("copy_fresh_alloc_hugepages", |b| {
+        b.iter(|| {
+            let mut d = nmoco_snn::alloc_output(src.len());
+            d.par_chunks_mut(1 << 16)
+                .zip(src.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            d
+        })
+    });
     drop(src);
 
     group.throughput(Throughput::Bytes(8 * elems));

@@ -109,8 +109,9 @@ fn fwd_t<T: CudaDType + DeviceRepr>(
     let (t, n) = t_n(l.shape());
     let (o1, o2) = offsets(l, op)?;
     let x = T::as_cuda_slice(s)?.slice(o1..o2);
-    // SAFETY: every element is written by the kernel before it is read.
-    let out = unsafe { dev.alloc::<T>(t * n)? };
+    // SAFETY: every element is written by the kernel before it is read (at least one element
+    // is allocated so that empty inputs never ask the driver for 0 bytes).
+    let out = unsafe { dev.alloc::<T>((t * n).max(1))? };
     if t * n > 0 {
         let f = load(&dev, v, KERNEL_FWD)?;
         let w_view = match w {
@@ -187,7 +188,7 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
         None => T::as_cuda_slice(xs)?.slice(o1..o2),
     };
     // SAFETY: the kernels write every element (dL/dx, then dL/dw for PLIF) before any read.
-    let mut out = unsafe { dev.alloc::<T>(tn + usize::from(plif))? };
+    let mut out = unsafe { dev.alloc::<T>((tn + usize::from(plif)).max(1))? };
     // f32: the membrane trace is staged in `out` itself; f16/bf16 need an f32 scratch.
     let scratch: Option<CudaSlice<f32>> = if v.dtype == KernelDtype::F32 {
         None

@@ -36,6 +36,11 @@ mod ops;
 mod reference;
 mod surrogate;
 
+/// A zeroed `f32` buffer as the CPU ops allocate their outputs (huge-page advised on Linux).
+pub fn alloc_output(n: usize) -> Vec<f32> {
+    cpu::alloc_out(n)
+}
+
 pub use config::{NeuronConfig, NeuronImpl, NeuronKind};
 pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
