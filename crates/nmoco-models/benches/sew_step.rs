@@ -42,6 +42,22 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
+/// (assumes the usual 100 clock ticks per second). On a shared machine this is steadier than
+/// wall-clock time.
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut = f.get(11)?.parse::<f64>().ok()?;
+            let st = f.get(12)?.parse::<f64>().ok()?;
+            Some((ut + st) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
@@ -103,7 +119,12 @@ fn build(dev: &Device) -> Result<Step> {
 }
 
 /// Per-kind profile: each layer of the anchor net standalone at its input shape.
-fn profile(t: usize, b: usize, hw: usize, dev: &Device) -> Result<BTreeMap<String, (f64, f64)>> {
+fn profile(
+    t: usize,
+    b: usize,
+    hw: usize,
+    dev: &Device,
+) -> Result<BTreeMap<String, (f64, f64, f64)>> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev);
     let n = t * b;
@@ -113,11 +134,12 @@ fn profile(t: usize, b: usize, hw: usize, dev: &Device) -> Result<BTreeMap<Strin
     convs.push((32, 64, 2, hw));
     convs.extend(std::iter::repeat_n((64, 64, 1, hw / 2), 4));
     let sn = Spiking::new(&neuron_cfg(), vb.pp("sn"))?;
-    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    let mut add = |k: &str, f: f64, bw: f64| {
-        let e = out.entry(k.to_string()).or_insert((0.0, 0.0));
+    let mut out: BTreeMap<String, (f64, f64, f64)> = BTreeMap::new();
+    let mut add = |k: &str, f: f64, bw: f64, c: f64| {
+        let e = out.entry(k.to_string()).or_insert((0.0, 0.0, 0.0));
         e.0 += f;
         e.1 += bw;
+        e.2 += c;
     };
     for (i, &(ci, co, s, h)) in convs.iter().enumerate() {
         let conv = Conv2d::new(ci, co, 3, s, 1, vb.pp(format!("c{i}")))?;
@@ -128,29 +150,32 @@ fn profile(t: usize, b: usize, hw: usize, dev: &Device) -> Result<BTreeMap<Strin
                 .to_dtype(DType::F32)?),
         )?;
         // conv
+        let c0 = cpu_s();
         let t0 = Instant::now();
         let y = conv.forward(x.as_tensor())?;
         let f = t0.elapsed().as_secs_f64();
         let g = y.rand_like(-1.0, 1.0)?;
         let t0 = Instant::now();
         let _ = (&y * &g)?.sum_all()?.backward()?;
-        add("conv2d", f, t0.elapsed().as_secs_f64());
+        add("conv2d", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
         // batch norm (train)
         let yv = Var::from_tensor(&y.detach())?;
+        let c0 = cpu_s();
         let t0 = Instant::now();
         let z = bn.forward(yv.as_tensor(), true)?;
         let f = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let _ = (&z * &g)?.sum_all()?.backward()?;
-        add("batch_norm", f, t0.elapsed().as_secs_f64());
+        add("batch_norm", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
         // neuron
         let zv = Var::from_tensor(&z.detach())?;
+        let c0 = cpu_s();
         let t0 = Instant::now();
         let sp = sn.forward_folded(zv.as_tensor(), t)?;
         let f = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let _ = (&sp * &g)?.sum_all()?.backward()?;
-        add("lif", f, t0.elapsed().as_secs_f64());
+        add("lif", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
     }
     Ok(out)
 }
@@ -180,8 +205,10 @@ fn main() -> Result<()> {
         fwd.push(t0.elapsed().as_secs_f64());
     }
     let mut times = Vec::new();
+    let mut cpu = Vec::new();
     let mut loss_v = f32::NAN;
     for i in 0..warmup + reps {
+        let c0 = cpu_s();
         let t0 = Instant::now();
         let logits = step.head.forward(&step.net.forward(&x, true)?)?;
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
@@ -190,13 +217,14 @@ fn main() -> Result<()> {
         let dt = t0.elapsed().as_secs_f64();
         if i >= warmup {
             times.push(dt);
+            cpu.push(cpu_s() - c0);
         }
     }
     let all: Vec<f64> = times.iter().map(|&v| r3(v)).collect();
     let step_s = median(&mut times);
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!(
-        "{{\"bench\":\"sew_step\",\"impl\":\"nmoco candle cpu\",\"neuron\":\"{}\",\"input\":[{t},{b},2,{hw},{hw}],\"params\":{},\"fwd_s\":{},\"step_s\":{},\"samples_per_s\":{},\"step_all_s\":{:?},\"loss\":{},\"peak_rss_mb\":{},\"reps\":{reps},\"warmup\":{warmup},\"rayon_threads\":\"{threads}\"}}",
+        "{{\"bench\":\"sew_step\",\"impl\":\"nmoco candle cpu\",\"neuron\":\"{}\",\"input\":[{t},{b},2,{hw},{hw}],\"params\":{},\"fwd_s\":{},\"step_s\":{},\"step_cpu_s\":{},\"samples_per_s\":{},\"step_all_s\":{:?},\"loss\":{},\"peak_rss_mb\":{},\"reps\":{reps},\"warmup\":{warmup},\"rayon_threads\":\"{threads}\"}}",
         if neuron_cfg().implementation == nmoco_snn::NeuronImpl::Reference {
             "reference"
         } else {
@@ -205,6 +233,7 @@ fn main() -> Result<()> {
         step.n_params,
         r3(median(&mut fwd)),
         r3(step_s),
+        r3(median(&mut cpu)),
         r3(b as f64 / step_s),
         all,
         (loss_v * 1e4).round() / 1e4,
@@ -214,13 +243,14 @@ fn main() -> Result<()> {
         // One warm-up pass, then the measured one.
         let _ = profile(t, b, hw, &dev)?;
         let p = profile(t, b, hw, &dev)?;
-        let total: f64 = p.values().map(|(f, bw)| f + bw).sum();
+        let total: f64 = p.values().map(|(f, bw, _)| f + bw).sum();
         let mut parts = Vec::new();
-        for (k, (f, bw)) in &p {
+        for (k, (f, bw, c)) in &p {
             parts.push(format!(
-                "\"{k}\":{{\"fwd_s\":{},\"bwd_s\":{},\"share_of_step\":{}}}",
+                "\"{k}\":{{\"fwd_s\":{},\"bwd_s\":{},\"cpu_s\":{},\"share_of_step\":{}}}",
                 r3(*f),
                 r3(*bw),
+                r3(*c),
                 r3((f + bw) / step_s)
             ));
         }

@@ -1,10 +1,12 @@
 //! Parameter bookkeeping and safetensors checkpoints over a [`VarMap`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::error::ModelError;
 
@@ -108,5 +110,51 @@ pub fn load_weights(varmap: &VarMap, path: &Path, strict: bool) -> Result<(), Mo
         }
     }
     tracing::debug!(path = %path.display(), vars = map.len(), "loaded checkpoint");
+    Ok(())
+}
+
+fn sorted_vars(varmap: &VarMap) -> BTreeMap<String, Var> {
+    let guard = varmap.data().lock();
+    let map = match guard {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// Re-draws the randomly initialised variables of `varmap` from a ChaCha8 RNG seeded with
+/// `seed`, with the distribution the layers use (PyTorch's default `U(−1/√fan_in, 1/√fan_in)`
+/// for conv and linear weights, `fan_in` = elements / output channels, and for a linear bias
+/// the fan-in of its sibling `weight`). Constant-initialised variables (BN affine and running
+/// statistics, PLIF `w`) are left alone. Variables are visited in name order, so the same seed
+/// and the same set of names give identical weights (candle's CPU RNG cannot be seeded).
+pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
+    let vars = sorted_vars(varmap);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e6d_6f63_6f5f_696e);
+    for (name, var) in &vars {
+        if is_buffer(name) {
+            continue;
+        }
+        let dims = var.dims().to_vec();
+        let fan_in = if dims.len() >= 2 {
+            dims[1..].iter().product::<usize>()
+        } else if let Some(prefix) = name.strip_suffix(".bias") {
+            match vars.get(&format!("{prefix}.weight")) {
+                Some(w) if w.rank() == 2 => w.dims()[1],
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+        let n: usize = dims.iter().product();
+        let vals: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
+        let t = Tensor::from_vec(vals, dims, &Device::Cpu)?
+            .to_device(var.device())?
+            .to_dtype(var.dtype())?;
+        var.set(&t)?;
+    }
     Ok(())
 }

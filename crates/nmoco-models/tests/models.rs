@@ -6,7 +6,7 @@ use candle_nn::{VarBuilder, VarMap};
 use nmoco_models::{
     Backbone, BackboneConfig, BatchNorm, Classifier, Connect, NeuronConfig, ProjectionHead,
     SpikformerConfig, connect, count_params, is_buffer, load_weights, max_pool_3x3_s2,
-    save_weights, var_shapes,
+    save_weights, seeded_init, var_shapes,
 };
 
 const DEV: Device = Device::Cpu;
@@ -26,34 +26,6 @@ fn lcg(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Re-initialises every weight of rank ≥ 2 with a seeded `U(±1/√fan_in)` (and linear biases
-/// with a seeded small uniform), so the tests do not depend on candle's unseeded RNG.
-fn reseed(varmap: &VarMap, seed: u64) -> Result<()> {
-    let shapes = var_shapes(varmap);
-    let ranks: std::collections::HashMap<_, _> =
-        shapes.iter().map(|(n, d)| (n.clone(), d.len())).collect();
-    let data = varmap.data().lock().expect("varmap lock");
-    for (i, (name, dims)) in shapes.iter().enumerate() {
-        let var = &data[name];
-        let n: usize = dims.iter().product();
-        let linear_bias =
-            name.ends_with(".bias") && ranks.get(&name.replace(".bias", ".weight")) == Some(&2);
-        let bound = if dims.len() >= 2 {
-            1.0 / ((n / dims[0]) as f32).sqrt()
-        } else if linear_bias {
-            0.1
-        } else {
-            continue;
-        };
-        let v: Vec<f32> = lcg(seed + i as u64, n)
-            .into_iter()
-            .map(|u| (2.0 * u - 1.0) * bound)
-            .collect();
-        var.set(&Tensor::from_vec(v, dims.clone(), &DEV)?)?;
-    }
-    Ok(())
-}
-
 /// Binary event-like frames with about `p` ones.
 fn frames(dims: &[usize], p: f32, seed: u64) -> Result<Tensor> {
     let n = dims.iter().product();
@@ -68,7 +40,7 @@ fn build(cfg: &BackboneConfig, seed: u64) -> Result<(VarMap, Backbone)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &DEV);
     let net = Backbone::new(cfg, vb)?;
-    reseed(&varmap, seed)?;
+    seeded_init(&varmap, seed)?;
     Ok((varmap, net))
 }
 
@@ -381,7 +353,7 @@ fn assert_all_grads(cfg: &BackboneConfig, x: &Tensor, seed: u64) -> Result<()> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &DEV);
     let net = Backbone::new(cfg, vb.pp("backbone"))?;
     let head = Classifier::new(net.feature_dim(), 3, vb.pp("head"))?;
-    reseed(&varmap, seed)?;
+    seeded_init(&varmap, seed)?;
     let logits = head.forward(&net.forward(x, true)?)?;
     let labels = Tensor::new(&[0u32, 2], &DEV)?;
     let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
@@ -437,7 +409,7 @@ fn sgd_step_changes_the_loss() -> Result<()> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &DEV);
     let net = Backbone::new(&BackboneConfig::sew_small(), vb.pp("backbone"))?;
     let head = Classifier::new(64, 3, vb.pp("head"))?;
-    reseed(&varmap, 31)?;
+    seeded_init(&varmap, 31)?;
     let params: Vec<Var> = {
         let data = varmap.data().lock().expect("varmap lock");
         data.iter()
@@ -456,6 +428,46 @@ fn sgd_step_changes_the_loss() -> Result<()> {
     let l1 = loss(true)?;
     assert!(l1.is_finite());
     assert_ne!(l1, l0.to_scalar::<f32>()?);
+    Ok(())
+}
+
+#[test]
+fn seeded_init_is_deterministic_and_within_bounds() -> Result<()> {
+    let values = |seed| -> Result<Vec<(String, Vec<f32>)>> {
+        let (varmap, _net) = build(&BackboneConfig::sew_small(), seed)?;
+        let shapes = var_shapes(&varmap);
+        let data = varmap.data().lock().expect("varmap lock");
+        let mut out = Vec::new();
+        for (name, _) in shapes {
+            out.push((
+                name.clone(),
+                data[&name].as_tensor().flatten_all()?.to_vec1::<f32>()?,
+            ));
+        }
+        Ok(out)
+    };
+    let (a, b, c) = (values(5)?, values(5)?, values(6)?);
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    for (name, v) in &a {
+        if name.ends_with(".weight") && !name.contains("bn") {
+            assert!(v.iter().any(|x| *x != 0.0), "{name}");
+        }
+        if name.ends_with(".running_var") || name.ends_with("bn.weight") {
+            assert!(
+                v.iter().all(|x| *x == 1.0),
+                "{name} must keep its constant init"
+            );
+        }
+    }
+    let stem = &a
+        .iter()
+        .find(|(n, _)| n == "stem.conv.weight")
+        .expect("stem")
+        .1;
+    let bound = 1.0 / 18f32.sqrt();
+    assert!(stem.iter().all(|x| x.abs() <= bound));
+    assert!(stem.iter().any(|x| x.abs() > 0.5 * bound));
     Ok(())
 }
 
