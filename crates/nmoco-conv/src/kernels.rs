@@ -222,6 +222,18 @@ unsafe fn sgemm(
     if m == 0 || n == 0 {
         return;
     }
+    if k == 0 {
+        // An empty product: leave an accumulated dst alone, zero an overwritten one.
+        if !accumulate {
+            for i in 0..m as isize {
+                for j in 0..n as isize {
+                    // SAFETY: (i, j) lies inside the dst extent given by the caller.
+                    unsafe { *dst.offset(i * dst_rs + j * dst_cs) = 0.0 };
+                }
+            }
+        }
+        return;
+    }
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(

@@ -470,6 +470,14 @@ fn bad_shapes_are_errors() -> Result<()> {
     assert!(conv2d(&x, &w, 1, 1, 0).is_err());
     assert!(conv2d(&x, &tensor(&[4, 4, 7, 7], 3)?, 1, 0, 1).is_err());
     assert!(conv2d(&x.flatten_all()?, &w, 1, 1, 2).is_err());
+    // Degenerate but valid shapes give empty or zero outputs, never a panic.
+    let y = conv2d(&tensor(&[0, 4, 5, 5], 4)?, &w, 1, 1, 2)?;
+    assert_eq!(y.dims(), &[0, 4, 5, 5]);
+    let empty_c = Tensor::zeros((1, 0, 5, 5), DType::F32, &Device::Cpu)?;
+    let w0 = Tensor::zeros((3, 0, 3, 3), DType::F32, &Device::Cpu)?;
+    let y = conv2d(&empty_c, &w0, 1, 1, 1)?;
+    assert_eq!(y.dims(), &[1, 3, 5, 5]);
+    assert_eq!(y.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
     let gamma = Tensor::ones(3, DType::F32, &Device::Cpu)?;
     assert!(batch_norm_train(&x, &gamma, &gamma, 1e-5).is_err());
     assert!(batch_norm_train(&x.flatten_all()?, &gamma, &gamma, 1e-5).is_err());
