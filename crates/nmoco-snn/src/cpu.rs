@@ -13,11 +13,11 @@ use crate::config::{Charge, Params};
 use crate::surrogate::{AtanSg, PwQuadSg, RectSg, SigmoidSg, Surrogate, SurrogateGrad};
 
 /// Neurons per forward task.
-const FWD_BLOCK: usize = 2048;
+const FWD_BLOCK: usize = 16384;
 /// Upper bound on neurons per backward task (the scratch is `T x block`).
-const BWD_BLOCK_MAX: usize = 2048;
-/// Target size of the backward scratch, in floats (128 KiB).
-const BWD_SCRATCH: usize = 32 * 1024;
+const BWD_BLOCK_MAX: usize = 16384;
+/// Target size of the backward scratch, in floats (1 MiB, half an L2).
+const BWD_SCRATCH: usize = 256 * 1024;
 
 /// A zeroed output buffer. Fresh multi-MiB allocations come from `mmap` and every 4 KiB page
 /// faults on first write, which costs more than the op itself (measured in the bench: a copy into

@@ -93,8 +93,8 @@ fn many_neurons_match_reference() -> Result<()> {
         tau: 2.5,
         ..NeuronConfig::default()
     };
-    let x = rand_tensor(&[5, 4100], -1.0, 3.0, 7)?;
-    let g = rand_tensor(&[5, 4100], -1.0, 1.0, 8)?;
+    let x = rand_tensor(&[3, 16500], -1.0, 3.0, 7)?;
+    let g = rand_tensor(&[3, 16500], -1.0, 1.0, 8)?;
     let a = run(&cfg, &x, &g, true)?;
     let b = run(&cfg, &x, &g, false)?;
     assert_eq!(a.spikes, b.spikes);
