@@ -86,8 +86,20 @@ fn load(p: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
     candle_core::safetensors::load(p, &Device::Cpu).unwrap()
 }
 
+/// nmoco-conv's weight-gradient reduction (a rayon fold/reduce) sums in an order that depends on
+/// work stealing, so with several threads two identical runs can differ in the last bits after a
+/// few steps. The trainer itself adds no nondeterminism: run on one rayon thread, resume must be
+/// exact.
 #[test]
 fn resume_after_an_interruption_reproduces_the_uninterrupted_run() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(resume_check);
+}
+
+fn resume_check() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     make_data(&data);
