@@ -29,7 +29,7 @@ fn ptx_cache() -> &'static PtxCache {
     C.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-fn load(dev: &CudaDevice, v: Variant, kernel: &str) -> Result<CudaFunc> {
+fn load(dev: &CudaDevice, v: Variant, kernel: &str) -> Result<CudaFunction> {
     let (major, minor) = dev.cuda_stream().context().compute_capability().w()?;
     let arch = (major * 10 + minor) as u32;
     let module = format!("{}_sm{arch}", v.module_name());
@@ -48,7 +48,9 @@ fn load(dev: &CudaDevice, v: Variant, kernel: &str) -> Result<CudaFunc> {
             }
         }
     };
-    dev.get_or_load_custom_func(kernel, &module, &ptx)
+    Ok(dev
+        .get_or_load_custom_func(kernel, &module, &ptx)?
+        .into_cuda_function())
 }
 
 fn grid(n: usize) -> LaunchConfig {
@@ -122,7 +124,8 @@ fn fwd_t<T: CudaDType + DeviceRepr>(
             None => T::as_cuda_slice(s)?.slice(o1..o2),
         };
         let (t32, n64) = (t as u32, n as u64);
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&x);
         b.arg(&out);
         b.arg(&w_view);
@@ -200,7 +203,8 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
     if tn > 0 {
         let f = load(&dev, v, KERNEL_BWD)?;
         let (t32, n64, sg_a) = (t as u32, n as u64, p.surrogate.param());
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&x);
         b.arg(&g);
         b.arg(&out);
@@ -222,7 +226,8 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
     if plif {
         let f = load(&dev, v, KERNEL_PLIF_FINISH)?;
         let mut last = out.slice_mut(tn..tn + 1);
-        let mut b = f.builder();
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
         b.arg(&gk_acc);
         b.arg(&w_view);
         b.arg(&mut last);
