@@ -710,22 +710,29 @@ pub(crate) fn conv_backward_weight_with(
     let tiles = g.tiles();
     let groups = g.groups;
     let max_density = if g.is_pointwise() { 0.0 } else { max_density };
-    // Few (image, group) items: also spread the tiles of dense items over the pool.
-    let nested = g.n * groups < 4 * rayon::current_num_threads();
-    let add = |mut a: Vec<f32>, b: Vec<f32>| {
+    // Deterministic partial sums: the (image, group) items are cut into a fixed
+    // number of contiguous chunks (a function of the shape only, not of the thread
+    // count or of work stealing); each chunk accumulates its items in order and the
+    // chunk sums are added in order, so results are bitwise reproducible.
+    let items = g.n * groups;
+    let chunks = items.min(16).min((32 << 20) / wlen.max(1)).max(1);
+    // Few items: also spread the tiles of a dense item over the pool (decided by the
+    // shape only, so that the summation order never depends on the thread count).
+    let nested = items < 8;
+    let add_into = |a: &mut Vec<f32>, b: &[f32]| {
         if a.is_empty() {
-            return b;
+            a.extend_from_slice(b);
+        } else {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += *y;
+            }
         }
-        for (x, y) in a.iter_mut().zip(&b) {
-            *x += *y;
-        }
-        a
     };
-    let (dense, sparse_t) = (0..g.n * groups)
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
         .into_par_iter()
-        .fold(
-            || (Vec::new(), Vec::new()),
-            |(mut acc, mut acc_t): (Vec<f32>, Vec<f32>), bg| {
+        .map(|chunk| {
+            let (mut acc, mut acc_t) = (Vec::new(), Vec::new());
+            for bg in chunk * items / chunks..(chunk + 1) * items / chunks {
                 let (b, grp) = (bg / groups, bg % groups);
                 let src = &x[(b * g.c_in + grp * cg) * hw..(b * g.c_in + (grp + 1) * cg) * hw];
                 let dy_g = &dy[(b * g.c_out + grp * og) * p..(b * g.c_out + (grp + 1) * og) * p];
@@ -744,38 +751,44 @@ pub(crate) fn conv_backward_weight_with(
                             );
                         });
                     });
-                    return (acc, acc_t);
+                    continue;
                 }
                 if acc.is_empty() {
                     acc = vec![0.0f32; wlen];
                 }
                 let acc_g = &mut acc[grp * og * kdim..(grp + 1) * og * kdim];
                 if nested {
-                    let part = (0..tiles)
+                    let parts: Vec<Vec<f32>> = (0..tiles)
                         .into_par_iter()
-                        .fold(
-                            || vec![0.0f32; og * kdim],
-                            |mut part, tile| {
-                                weight_tile(g, src, dy_g, tile, &mut part);
-                                part
-                            },
-                        )
-                        .reduce(Vec::new, add);
-                    for (x, y) in acc_g.iter_mut().zip(&part) {
-                        *x += *y;
+                        .map(|tile| {
+                            let mut part = vec![0.0f32; og * kdim];
+                            weight_tile(g, src, dy_g, tile, &mut part);
+                            part
+                        })
+                        .collect();
+                    for part in &parts {
+                        for (x, y) in acc_g.iter_mut().zip(part) {
+                            *x += *y;
+                        }
                     }
                 } else {
                     for tile in 0..tiles {
                         weight_tile(g, src, dy_g, tile, acc_g);
                     }
                 }
-                (acc, acc_t)
-            },
-        )
-        .reduce(
-            || (Vec::new(), Vec::new()),
-            |(a, at), (b, bt)| (add(a, b), add(at, bt)),
-        );
+            }
+            (acc, acc_t)
+        })
+        .collect();
+    let (mut dense, mut sparse_t) = (Vec::new(), Vec::new());
+    for (a, at) in &partials {
+        if !a.is_empty() {
+            add_into(&mut dense, a);
+        }
+        if !at.is_empty() {
+            add_into(&mut sparse_t, at);
+        }
+    }
     let mut dw = if dense.is_empty() {
         vec![0.0f32; wlen]
     } else {

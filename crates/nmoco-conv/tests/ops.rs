@@ -516,3 +516,64 @@ fn non_f32_falls_back_to_candle() -> Result<()> {
     assert_close("f64 bn mean", &f(&m)?, &m32, 1e-5)?;
     assert_close("f64 bn var", &f(&v)?, &v32, 1e-5)
 }
+
+#[test]
+fn weight_gradient_is_bitwise_reproducible_across_thread_counts() -> Result<()> {
+    let x = tensor(&[12, 4, 9, 9], 101)?;
+    let s = spikes(&[12, 4, 9, 9], 102, 0.05)?;
+    let dy = tensor(&[12, 6, 9, 9], 103)?;
+    let run = |threads: usize, x: &Tensor| -> Result<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        pool.install(|| conv2d_grad_weight(x, &dy, &[6, 4, 3, 3], 1, 1, 1))?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    for input in [&x, &s] {
+        let one = run(1, input)?;
+        assert_eq!(one, run(3, input)?);
+        assert_eq!(one, run(2, input)?);
+    }
+    // Few images with many tiles: the tiles of one image are spread over the pool.
+    let x = tensor(&[2, 3, 40, 40], 104)?;
+    let dy = tensor(&[2, 5, 40, 40], 105)?;
+    let run = |threads: usize| -> Result<Vec<f32>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        pool.install(|| conv2d_grad_weight(&x, &dy, &[5, 3, 3, 3], 1, 1, 1))?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    };
+    let one = run(1)?;
+    assert_eq!(one, run(2)?);
+    assert_eq!(one, run(5)?);
+    // Batch-norm statistics and gradients.
+    let x = tensor(&[6, 3, 20, 20], 106)?;
+    let r = tensor(&[6, 3, 20, 20], 107)?;
+    let bn = |threads: usize| -> Result<Vec<Vec<f32>>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(candle_core::Error::wrap)?;
+        pool.install(|| {
+            let xv = Var::from_tensor(&x)?;
+            let gamma = Var::ones(3, DType::F32, &Device::Cpu)?;
+            let beta = Var::zeros(3, DType::F32, &Device::Cpu)?;
+            let (y, m, v) = batch_norm_train(xv.as_tensor(), &gamma, &beta, 1e-5)?;
+            let grads = (y * &r)?.sum_all()?.backward()?;
+            let dx = grads.get(&xv).cloned().expect("dx");
+            [m, v, dx]
+                .iter()
+                .map(|t| t.flatten_all()?.to_vec1::<f32>())
+                .collect()
+        })
+    };
+    let one = bn(1)?;
+    assert_eq!(one, bn(2)?);
+    assert_eq!(one, bn(5)?);
+    Ok(())
+}
