@@ -81,7 +81,9 @@ pub use layers::{
     BatchNorm, Conv2d, Linear, Spiking, global_avg_pool, max_pool_3x3_s2, seq_fold, seq_unfold,
 };
 pub use nmoco_snn::NeuronConfig;
-pub use params::{count_params, is_buffer, load_weights, save_weights, seeded_init, var_shapes};
+pub use params::{
+    count_params, is_buffer, load_weights, save_weights, seeded_init, sorted_vars, var_shapes,
+};
 pub use sew::{SewResnet, connect};
 pub use spikformer::Spikformer;
 

@@ -113,7 +113,8 @@ pub fn load_weights(varmap: &VarMap, path: &Path, strict: bool) -> Result<(), Mo
     Ok(())
 }
 
-fn sorted_vars(varmap: &VarMap) -> BTreeMap<String, Var> {
+/// Every variable of the map (parameters and buffers), sorted by name.
+pub fn sorted_vars(varmap: &VarMap) -> BTreeMap<String, Var> {
     let guard = varmap.data().lock();
     let map = match guard {
         Ok(m) => m,

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::loss::{LossKind, LossParams};
 use crate::momentum::MomentumSchedule;
-use crate::optim::{OptimKind, OptimParams};
+use nmoco_optim::{OptimKind, OptimParams};
 
 /// Environment variable consulted when the config leaves `data.root` unset.
 pub const DATA_ROOT_ENV: &str = "NMOCO_DATA_ROOT";

@@ -1,12 +1,10 @@
 //! The encoder pair: master (query) and subordinate (key) encoders with their variable maps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nmoco_models::{Backbone, BackboneConfig, ProjectionHead, is_buffer};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
 use crate::momentum::{copy_vars, sorted_vars};
@@ -133,37 +131,4 @@ pub fn restore(map: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<()> {
     Ok(())
 }
 
-/// Re-draw the randomly initialised variables of `map` from a ChaCha RNG seeded with `seed`,
-/// with the same distribution nmoco-models uses (PyTorch's default: `U(−1/√fan_in, 1/√fan_in)`
-/// for conv and linear weights, `fan_in` = elements / output channels, and for a linear bias the
-/// fan-in of its `weight`). Constant-initialised variables (BN affine and running statistics,
-/// PLIF `w`) are left alone. candle's CPU RNG cannot be seeded, so this is what makes two runs
-/// with the same seed start from identical weights.
-pub fn seeded_init(map: &VarMap, seed: u64) -> Result<()> {
-    let vars: BTreeMap<String, candle_core::Var> = sorted_vars(map);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e6d_6f63_6f5f_696e);
-    for (name, var) in &vars {
-        if is_buffer(name) {
-            continue;
-        }
-        let dims = var.dims().to_vec();
-        let fan_in = if dims.len() >= 2 {
-            dims[1..].iter().product::<usize>()
-        } else if let Some(prefix) = name.strip_suffix(".bias") {
-            match vars.get(&format!("{prefix}.weight")) {
-                Some(w) if w.rank() == 2 => w.dims()[1],
-                _ => continue,
-            }
-        } else {
-            continue;
-        };
-        let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-        let n: usize = dims.iter().product();
-        let vals: Vec<f32> = (0..n)
-            .map(|_| rng.random_range(-bound..bound) as f32)
-            .collect();
-        let t = Tensor::from_vec(vals, dims, &Device::Cpu)?.to_device(var.device())?;
-        var.set(&t)?;
-    }
-    Ok(())
-}
+pub use nmoco_models::seeded_init;

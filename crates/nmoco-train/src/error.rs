@@ -9,6 +9,8 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor operation failed")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Optim(#[from] nmoco_optim::Error),
     /// The configuration was rejected before any work started.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -38,9 +38,7 @@ pub mod knn;
 pub mod loss;
 pub mod metrics;
 pub mod momentum;
-pub mod optim;
 pub mod queue;
-pub mod schedule;
 pub mod step;
 pub mod trainer;
 
@@ -48,7 +46,7 @@ pub use config::{ConfigError, PretrainConfig};
 pub use encoder::{Encoder, EncoderPair, MocoEncoder};
 pub use error::{Error, Result};
 pub use loss::{LossKind, LossParams, moco_loss};
-pub use optim::{OptimKind, Optimizer};
+pub use nmoco_optim::{OptimKind, OptimParams, Optimizer, lr_at};
 pub use queue::Queue;
 pub use step::{StepConfig, StepOutput, train_step};
 pub use trainer::{

@@ -1,7 +1,5 @@
 //! The subordinate (key) encoder as a momentum copy of the master encoder.
 
-use std::collections::BTreeMap;
-
 use candle_core::Var;
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
@@ -30,11 +28,7 @@ pub fn momentum_at(base: f64, schedule: MomentumSchedule, step: usize, total_ste
     }
 }
 
-/// The variables of a map, sorted by name.
-pub fn sorted_vars(map: &VarMap) -> BTreeMap<String, Var> {
-    let data = map.data().lock().unwrap_or_else(|e| e.into_inner());
-    data.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-}
+pub use nmoco_models::sorted_vars;
 
 fn paired(key: &VarMap, query: &VarMap) -> Result<Vec<(String, Var, Var)>> {
     let k = sorted_vars(key);

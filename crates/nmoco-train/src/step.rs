@@ -6,8 +6,8 @@ use crate::encoder::{Encoder, EncoderPair};
 use crate::error::Result;
 use crate::loss::{LossParams, moco_loss};
 use crate::momentum::momentum_update;
-use crate::optim::Optimizer;
 use crate::queue::Queue;
+use nmoco_optim::Optimizer;
 
 /// Per-step settings that do not change during a run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -85,9 +85,9 @@ mod tests {
     use super::*;
     use crate::encoder::snapshot;
     use crate::loss::LossKind;
-    use crate::optim::{OptimKind, OptimParams};
     use candle_core::{DType, Device, Module};
     use candle_nn::{Linear, VarBuilder, linear};
+    use nmoco_optim::{OptimKind, OptimParams};
 
     /// A stand-in encoder: one linear layer per time step on the flattened frame, then a
     /// linear head.

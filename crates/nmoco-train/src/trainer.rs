@@ -17,10 +17,10 @@ use crate::error::{Error, Result, io_err};
 use crate::knn::{accuracy, knn_predict, normalize_rows};
 use crate::metrics::{self, MetricsWriter, Record};
 use crate::momentum::momentum_at;
-use crate::optim::Optimizer;
 use crate::queue::Queue;
-use crate::schedule::lr_at;
 use crate::step::{StepConfig, train_step};
+use nmoco_optim::Optimizer;
+use nmoco_optim::lr_at;
 
 /// Sent once before the first step.
 #[derive(Debug, Clone)]
