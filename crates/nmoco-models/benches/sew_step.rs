@@ -10,7 +10,9 @@
 //! The profile rebuilds every layer of the network standalone at its exact input shape and
 //! times its forward and its backward (of `sum(y · g)` for a fixed random `g`) separately, so the
 //! per-kind totals add up to roughly one step; the difference is the glue (adds, pooling,
-//! head, loss, SGD update, graph bookkeeping).
+//! head, loss, SGD update, graph bookkeeping). The cost of the probe loss itself (`sum(y · g)`
+//! and its backward on a plain variable of the same shape) is measured beside each layer,
+//! subtracted from the layer's backward and reported as `probe_loss`.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -157,7 +159,16 @@ fn profile(
         let g = y.rand_like(-1.0, 1.0)?;
         let t0 = Instant::now();
         let _ = (&y * &g)?.sum_all()?.backward()?;
-        add("conv2d", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
+        let (bw, c) = (t0.elapsed().as_secs_f64(), cpu_s() - c0);
+        // The probe loss `sum(y·g)` and its backward on a plain variable of the output's shape:
+        // subtracted from every layer's backward below, reported as `probe_loss`.
+        let base = Var::from_tensor(&y.detach())?;
+        let cb = cpu_s();
+        let t0 = Instant::now();
+        let _ = (base.as_tensor() * &g)?.sum_all()?.backward()?;
+        let (lb, lc) = (t0.elapsed().as_secs_f64(), cpu_s() - cb);
+        add("probe_loss", 0.0, 3.0 * lb, 3.0 * lc);
+        add("conv2d", f, bw - lb, c - lc);
         // batch norm (train)
         let yv = Var::from_tensor(&y.detach())?;
         let c0 = cpu_s();
@@ -166,7 +177,12 @@ fn profile(
         let f = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let _ = (&z * &g)?.sum_all()?.backward()?;
-        add("batch_norm", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
+        add(
+            "batch_norm",
+            f,
+            t0.elapsed().as_secs_f64() - lb,
+            cpu_s() - c0 - lc,
+        );
         // neuron
         let zv = Var::from_tensor(&z.detach())?;
         let c0 = cpu_s();
@@ -175,7 +191,7 @@ fn profile(
         let f = t0.elapsed().as_secs_f64();
         let t0 = Instant::now();
         let _ = (&sp * &g)?.sum_all()?.backward()?;
-        add("lif", f, t0.elapsed().as_secs_f64(), cpu_s() - c0);
+        add("lif", f, t0.elapsed().as_secs_f64() - lb, cpu_s() - c0 - lc);
     }
     Ok(out)
 }
@@ -243,7 +259,11 @@ fn main() -> Result<()> {
         // One warm-up pass, then the measured one.
         let _ = profile(t, b, hw, &dev)?;
         let p = profile(t, b, hw, &dev)?;
-        let total: f64 = p.values().map(|(f, bw, _)| f + bw).sum();
+        let total: f64 = p
+            .iter()
+            .filter(|(k, _)| k.as_str() != "probe_loss")
+            .map(|(_, (f, bw, _))| f + bw)
+            .sum();
         let mut parts = Vec::new();
         for (k, (f, bw, c)) in &p {
             parts.push(format!(
