@@ -28,6 +28,9 @@ pub struct ProbeConfig {
     pub knn: KnnConfig,
     /// Batch size of the feature-extraction forward passes.
     pub batch_size: usize,
+    /// Train-mode passes over the training split that estimate a randomly initialised
+    /// backbone's BN running statistics before its features are extracted ([`calibrate_bn`]).
+    pub bn_calibration_passes: usize,
 }
 
 impl Default for ProbeConfig {
@@ -36,6 +39,7 @@ impl Default for ProbeConfig {
             linear: LinearConfig::default(),
             knn: KnnConfig::default(),
             batch_size: 32,
+            bn_calibration_passes: 3,
         }
     }
 }
@@ -98,10 +102,44 @@ pub fn extract_features(
     })
 }
 
-/// The cache key of a feature set: weights bytes (or the init seed), backbone and data config.
+/// Re-estimate the BN running statistics of a backbone from the data: `passes` train-mode
+/// forward passes over `ds` (no parameter changes; BN momentum 0.1). A freshly initialised
+/// backbone has running statistics 0/1, with which evaluation-mode forwards fire no spikes at all
+/// and every feature is zero; the random-init baseline is calibrated this way before its features
+/// are extracted, so that it is a real baseline rather than a constant.
+pub fn calibrate_bn(
+    backbone: &Backbone,
+    ds: Arc<Dataset>,
+    batch_size: usize,
+    passes: usize,
+    device: &Device,
+) -> Result<(), Error> {
+    let aug = ds.config().augment.clone();
+    for pass in 0..passes {
+        let cfg = LoaderConfig {
+            batch_size: batch_size.max(1),
+            shuffle: true,
+            drop_last: false,
+            seed: 0x00b7_ca11,
+            epoch: pass as u64,
+            views: Views::Plain,
+            ..Default::default()
+        };
+        for batch in Loader::new(ds.clone(), &cfg, &aug, device) {
+            let batch = batch?;
+            // Only the running statistics change; the graph is dropped at once.
+            backbone.forward(&batch.x.detach(), true)?;
+        }
+    }
+    Ok(())
+}
+
+/// The cache key of a feature set: weights bytes (or the init seed and the number of BN
+/// calibration passes), backbone and data config.
 pub fn feature_key(
     weights: Option<&Path>,
     init_seed: u64,
+    calibration_passes: usize,
     backbone: &BackboneConfig,
     data: &DataConfig,
     split: Split,
@@ -115,7 +153,9 @@ pub fn feature_key(
             })?;
             h.update(&bytes);
         }
-        None => h.update(format!("random-init:{init_seed}")),
+        None => h.update(format!(
+            "random-init:{init_seed}:bn-passes:{calibration_passes}"
+        )),
     }
     h.update(serde_json::to_string(backbone).unwrap_or_default());
     let mut d = data.clone();

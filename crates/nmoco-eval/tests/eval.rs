@@ -108,7 +108,7 @@ fn probe_knn_report_and_checkpoint_errors() {
     let count = |_: usize, _: usize| {
         calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     };
-    let key = feature_key(Some(&ck.weights), 0, &bb, &data, Split::Train).unwrap();
+    let key = feature_key(Some(&ck.weights), 0, 3, &bb, &data, Split::Train).unwrap();
     let f1 = features_cached(
         &backbone,
         train.clone(),
@@ -139,10 +139,10 @@ fn probe_knn_report_and_checkpoint_errors() {
     // Another split gives another key.
     assert_ne!(
         key,
-        feature_key(Some(&ck.weights), 0, &bb, &data, Split::Test).unwrap()
+        feature_key(Some(&ck.weights), 0, 3, &bb, &data, Split::Test).unwrap()
     );
 
-    let kt = feature_key(Some(&ck.weights), 0, &bb, &data, Split::Test).unwrap();
+    let kt = feature_key(Some(&ck.weights), 0, 3, &bb, &data, Split::Test).unwrap();
     let ft = features_cached(&backbone, test.clone(), &kt, None, 4, &dev, &count).unwrap();
     let cfg = ProbeConfig::default();
     let out = probe(&f1, &ft, 3, &cfg).unwrap();
@@ -245,4 +245,27 @@ fn finetune_runs_and_keeps_the_label_fraction() {
             ..
         })
     ));
+}
+
+#[test]
+fn bn_calibration_gives_the_random_init_baseline_real_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    make_data(&root);
+    let data = data_config(&root, 16);
+    let dev = Device::Cpu;
+    let (backbone, _vars) = load_backbone(&tiny_backbone(8), None, 3, &dev).unwrap();
+    let train = Arc::new(Dataset::open(&data, Split::Train).unwrap());
+    let none = |_: usize, _: usize| {};
+    let before =
+        nmoco_eval::probe::extract_features(&backbone, train.clone(), 4, &dev, &none).unwrap();
+    let after_calibration = {
+        nmoco_eval::probe::calibrate_bn(&backbone, train.clone(), 4, 20, &dev).unwrap();
+        nmoco_eval::probe::extract_features(&backbone, train, 4, &dev, &none).unwrap()
+    };
+    let energy = |f: &nmoco_eval::Features| f.data.iter().map(|v| v.abs()).sum::<f32>();
+    // Calibration changes the features (running statistics fitted to the data) and leaves
+    // them non-degenerate.
+    assert_ne!(before.features, after_calibration.features);
+    assert!(energy(&after_calibration.features) > 0.0);
 }

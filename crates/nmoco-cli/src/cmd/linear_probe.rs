@@ -10,7 +10,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::Split;
 use nmoco_eval::checkpoint::{arch_name, load_backbone};
-use nmoco_eval::probe::{ProbeOutcome, feature_key, features_cached, probe};
+use nmoco_eval::probe::{ProbeOutcome, calibrate_bn, feature_key, features_cached, probe};
 use nmoco_eval::{Report, SplitSizes};
 
 use super::evalcfg::{CommonArgs, Row, Setup, dataset_name, print_table, report_dir, setup};
@@ -38,10 +38,24 @@ fn run_encoder(s: &Setup, weights: Option<&Path>, encoder: &str) -> anyhow::Resu
     let seed = s.cfg.seed;
     let (backbone, _vars) =
         load_backbone(&s.ckpt.backbone, weights, seed, &s.device).map_err(anyhow::Error::from)?;
+    if weights.is_none() {
+        let passes = s.cfg.probe.bn_calibration_passes;
+        eprintln!("calibrating the random-init encoder's batch norm ({passes} passes over train)");
+        calibrate_bn(
+            &backbone,
+            s.train.clone(),
+            s.cfg.probe.batch_size,
+            passes,
+            &s.device,
+        )
+        .map_err(anyhow::Error::from)
+        .context("calibrating batch norm")?;
+    }
     let cache = s.ckpt.dir.join("eval").join("features");
     let mut feats = Vec::new();
     for (split, ds) in [(Split::Train, &s.train), (Split::Test, &s.test)] {
-        let key = feature_key(weights, seed, &s.ckpt.backbone, &s.cfg.data, split)
+        let passes = s.cfg.probe.bn_calibration_passes;
+        let key = feature_key(weights, seed, passes, &s.ckpt.backbone, &s.cfg.data, split)
             .map_err(anyhow::Error::from)?;
         let pb = bar(&format!("features {encoder} {split}"));
         let progress = |done: usize, total: usize| {
