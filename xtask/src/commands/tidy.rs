@@ -34,7 +34,11 @@ pub fn run() -> anyhow::Result<()> {
     scan_sources(Path::new("crates"), &mut problems)?;
     scan_sources(Path::new("xtask/src"), &mut problems)?;
     if !problems.is_empty() {
-        bail!("tidy found {} problem(s):\n{}", problems.len(), problems.join("\n"));
+        bail!(
+            "tidy found {} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
     }
     println!("tidy: ok");
     Ok(())
@@ -43,7 +47,16 @@ pub fn run() -> anyhow::Result<()> {
 /// `cargo tree -p KRATE -e normal --prefix none --all-features`: every crate it links.
 fn normal_deps(krate: &str) -> anyhow::Result<String> {
     let out = Command::new(cargo())
-        .args(["tree", "-p", krate, "-e", "normal", "--prefix", "none", "--all-features"])
+        .args([
+            "tree",
+            "-p",
+            krate,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--all-features",
+        ])
         .output()
         .context("failed to run cargo tree")?;
     if !out.status.success() {
