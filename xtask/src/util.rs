@@ -29,7 +29,14 @@ pub fn forward(sub: &str, fwd: Forward) -> anyhow::Result<()> {
         cmd.args(["--features", "cuda"]);
     }
     cmd.arg("--").arg(sub).args(&fwd.args);
-    run(&mut cmd)
+    // The binary has already printed its error: pass its exit status on without adding ours.
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 pub fn cargo() -> String {
