@@ -31,7 +31,7 @@ use std::path::Path;
 
 use crate::core::{
     Core, Line, Meta, Step, append_records, check_magic, chip_sensor, header_line, reserve,
-    truncate,
+    short_tail, truncate,
 };
 use crate::error::{Error, Result};
 use crate::format::{Aedat2Layout, Dvs128Polarity, Format, ReadOptions};
@@ -138,24 +138,7 @@ impl Core for Decoder {
         }
         let n = (buf.len() / RECORD).min(max);
         if n == 0 {
-            if buf.is_empty() {
-                return Ok(if eof { Step::Done } else { Step::Need(RECORD) });
-            }
-            if buf.len() >= RECORD {
-                return Ok(Step::Progress(0));
-            }
-            if !eof {
-                return Ok(Step::Need(RECORD));
-            }
-            if self.allow_partial {
-                meta.skip("partial_record", 1);
-                return Ok(Step::Progress(buf.len()));
-            }
-            return Err(Error::PartialRecord {
-                offset,
-                record_size: RECORD,
-                remainder: buf.len() as u64,
-            });
+            return short_tail(buf, RECORD, eof, self.allow_partial, offset, meta);
         }
         let recs = &buf[..n * RECORD];
         match self.layout {

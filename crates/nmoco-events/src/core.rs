@@ -35,6 +35,38 @@ impl Meta {
     }
 }
 
+/// The step of a fixed-size-record core when `buf` holds no whole record it may decode (or
+/// `max` is 0): done at EOF on an empty buffer, wait for more bytes, or, at EOF on a partial
+/// record, skip it (counted as `partial_record`) when allowed and fail otherwise.
+pub(crate) fn short_tail(
+    buf: &[u8],
+    record: usize,
+    eof: bool,
+    allow_partial: bool,
+    offset: u64,
+    meta: &mut Meta,
+) -> Result<Step> {
+    if buf.is_empty() {
+        return Ok(if eof { Step::Done } else { Step::Need(record) });
+    }
+    if buf.len() >= record {
+        // max == 0: nothing to do yet.
+        return Ok(Step::Progress(0));
+    }
+    if !eof {
+        return Ok(Step::Need(record));
+    }
+    if allow_partial {
+        meta.skip("partial_record", 1);
+        return Ok(Step::Progress(buf.len()));
+    }
+    Err(Error::PartialRecord {
+        offset,
+        record_size: record,
+        remainder: buf.len() as u64,
+    })
+}
+
 pub(crate) trait Core {
     fn step(
         &mut self,

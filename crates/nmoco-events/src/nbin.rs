@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::core::{Core, Meta, Step, append_records, truncate};
+use crate::core::{Core, Meta, Step, append_records, short_tail, truncate};
 use crate::error::{Error, Result};
 use crate::format::{Format, NbinOverflow, ReadOptions};
 use crate::{Events, SensorSize};
@@ -65,25 +65,7 @@ impl Core for Decoder {
     ) -> Result<Step> {
         let n = (buf.len() / RECORD).min(max);
         if n == 0 {
-            if buf.is_empty() {
-                return Ok(if eof { Step::Done } else { Step::Need(RECORD) });
-            }
-            if buf.len() >= RECORD {
-                // max == 0: nothing to do yet.
-                return Ok(Step::Progress(0));
-            }
-            if !eof {
-                return Ok(Step::Need(RECORD));
-            }
-            if self.allow_partial {
-                meta.skip("partial_record", 1);
-                return Ok(Step::Progress(buf.len()));
-            }
-            return Err(Error::PartialRecord {
-                offset,
-                record_size: RECORD,
-                remainder: buf.len() as u64,
-            });
+            return short_tail(buf, RECORD, eof, self.allow_partial, offset, meta);
         }
         let recs = &buf[..n * RECORD];
         let len0 = out.t.len();
