@@ -7,8 +7,17 @@
 //   NMOCO_DETACH  1 = the reset's spike is a constant in the backward pass
 //   NMOCO_PLIF    1 = k = sigmoid(w) read from device memory, and dL/dw is accumulated
 //   NMOCO_SG      0 = atan, 1 = sigmoid, 2 = piecewise quadratic, 3 = rectangle
+//   NMOCO_TSTATIC 0 = T is a kernel argument; 1..=16 = T fixed at compile time (the backward
+//                 keeps the membrane trace in registers)
 // NVRTC sees no file system: src/kernels.rs prepends this file to the kernel source, and no
 // CUDA header is included (f16/bf16 conversions use PTX cvt instructions).
+
+#ifndef NMOCO_TSTATIC
+#define NMOCO_TSTATIC 0
+#endif
+#if NMOCO_TSTATIC < 0 || NMOCO_TSTATIC > 32
+#error "NMOCO_TSTATIC must be 0..32"
+#endif
 
 #if NMOCO_DTYPE == 0
 typedef float elem_t;

@@ -150,6 +150,37 @@ impl NeuronConfig {
         })
     }
 
+    /// Every neuron variant the kernels specialise on (kind x reset x `decay_input` x
+    /// `detach_reset` x surrogate; IF has no `decay_input` choice): 120 configs, used by the
+    /// parity tests and the GPU check. Hard resets to 0 and to -0.25, and the soft reset.
+    pub fn all_variants() -> Vec<NeuronConfig> {
+        let mut out = Vec::new();
+        for kind in [NeuronKind::If, NeuronKind::Lif, NeuronKind::Plif] {
+            for v_reset in [Some(0.0), Some(-0.25), None] {
+                for decay_input in [true, false] {
+                    if kind == NeuronKind::If && !decay_input {
+                        continue;
+                    }
+                    for detach_reset in [true, false] {
+                        for surrogate in Surrogate::ALL {
+                            out.push(NeuronConfig {
+                                kind,
+                                tau: if kind == NeuronKind::Plif { 3.0 } else { 2.0 },
+                                v_threshold: 1.0,
+                                v_reset,
+                                decay_input,
+                                detach_reset,
+                                surrogate,
+                                ..NeuronConfig::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// PLIF's initial `w` for this config's `tau`: `-ln(tau - 1)`.
     pub fn plif_init_w(&self) -> f32 {
         -(self.tau - 1.0).ln()

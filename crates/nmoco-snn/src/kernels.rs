@@ -4,7 +4,26 @@
 //! One NVRTC module per [`Variant`]: `neuron_common.cuh` followed by `lif.cu`, specialised by
 //! `-D` defines, holding the kernels [`KERNEL_FWD`], [`KERNEL_BWD`] and [`KERNEL_PLIF_FINISH`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::config::{Charge, Params};
+
+/// Longest sequence for which the backward kernel is compiled with `T` fixed, keeping the
+/// membrane trace in registers (12 B per f32 element instead of 20 B through a scratch trace).
+pub const MAX_STATIC_T: u32 = 16;
+
+static STATIC_T: AtomicBool = AtomicBool::new(true);
+
+/// Whether CUDA kernels are specialised on `T` when `T <= MAX_STATIC_T` (default: yes).
+/// Turning it off selects the any-`T` kernels (the benchmark compares the two).
+pub fn set_static_t(enabled: bool) {
+    STATIC_T.store(enabled, Ordering::Relaxed);
+}
+
+/// See [`set_static_t`].
+pub fn static_t_enabled() -> bool {
+    STATIC_T.load(Ordering::Relaxed)
+}
 
 /// Shared device code: loads/stores, charge, reset, surrogates.
 pub const COMMON_SRC: &str = include_str!("../kernels/neuron_common.cuh");
@@ -57,13 +76,20 @@ pub struct Variant {
     pub plif: bool,
     /// [`crate::Surrogate::id`].
     pub surrogate: u8,
+    /// 0: `T` is a kernel argument; `1..=MAX_STATIC_T`: `T` is compiled in (must equal the
+    /// launch's `T`).
+    pub t_static: u32,
 }
 
 const SG_NAMES: [&str; 4] = ["atan", "sigmoid", "pwquad", "rect"];
 
 impl Variant {
     #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn new(p: &Params, dtype: KernelDtype, plif: bool) -> Self {
+    pub(crate) fn new(p: &Params, dtype: KernelDtype, plif: bool, t: usize) -> Self {
+        let t_static = match u32::try_from(t) {
+            Ok(t) if static_t_enabled() && (1..=MAX_STATIC_T).contains(&t) => t,
+            _ => 0,
+        };
         Self {
             dtype,
             charge: p.charge.as_u8(),
@@ -71,10 +97,17 @@ impl Variant {
             detach: p.detach,
             plif,
             surrogate: p.surrogate.id(),
+            t_static,
         }
     }
 
-    /// Every valid variant (PLIF only with a LIF charge form).
+    /// The same variant with `T` compiled in (0: any `T`).
+    pub fn with_t_static(self, t_static: u32) -> Self {
+        Self { t_static, ..self }
+    }
+
+    /// Every valid variant (PLIF only with a LIF charge form), with `T` as a kernel argument
+    /// (`t_static = 0`); [`Variant::with_t_static`] gives the fixed-`T` ones.
     pub fn all() -> Vec<Variant> {
         let mut out = Vec::new();
         for dtype in KernelDtype::ALL {
@@ -93,6 +126,7 @@ impl Variant {
                                     detach,
                                     plif,
                                     surrogate,
+                                    t_static: 0,
                                 });
                             }
                         }
@@ -103,7 +137,8 @@ impl Variant {
         out
     }
 
-    /// Module name, e.g. `nmoco_lif_f32_decay_hard_detach_atan`.
+    /// Module name, e.g. `nmoco_lif_f32_decay_hard_detach_atan` (`_t16` appended when `T` is
+    /// compiled in).
     pub fn module_name(&self) -> String {
         let charge = match self.charge {
             0 => "if",
@@ -114,8 +149,13 @@ impl Variant {
             .get(self.surrogate as usize)
             .copied()
             .unwrap_or("unknown");
+        let t = if self.t_static > 0 {
+            format!("_t{}", self.t_static)
+        } else {
+            String::new()
+        };
         format!(
-            "nmoco_{}_{}_{}_{}_{}_{}",
+            "nmoco_{}_{}_{}_{}_{}_{}{t}",
             if self.plif { "plif" } else { "lif" },
             self.dtype.name(),
             charge,
@@ -135,6 +175,7 @@ impl Variant {
             format!("-DNMOCO_DETACH={}", u8::from(self.detach)),
             format!("-DNMOCO_PLIF={}", u8::from(self.plif)),
             format!("-DNMOCO_SG={}", self.surrogate),
+            format!("-DNMOCO_TSTATIC={}", self.t_static),
         ]
     }
 

@@ -42,6 +42,8 @@ pub fn alloc_output(n: usize) -> Vec<f32> {
 }
 
 pub use config::{NeuronConfig, NeuronImpl, NeuronKind};
+#[cfg(feature = "cuda")]
+pub use cuda::{precompile as cuda_precompile, retain_pool_memory as cuda_retain_pool_memory};
 pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
 pub use neuron::{MultiStepNeuron, SingleStepNeuron};

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use candle_core::{Device, Result, Tensor};
-use nmoco_snn::{NeuronConfig, NeuronKind, Surrogate};
+use nmoco_snn::NeuronConfig;
 
 /// Deterministic pseudo-random values in `[lo, hi)` (xorshift; tests stay hermetic).
 pub fn rand_vec(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
@@ -25,31 +25,7 @@ pub fn rand_tensor(shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tenso
 
 /// Every neuron variant: kind x reset x decay_input x detach x surrogate.
 pub fn all_configs() -> Vec<NeuronConfig> {
-    let mut out = Vec::new();
-    for kind in [NeuronKind::If, NeuronKind::Lif, NeuronKind::Plif] {
-        for v_reset in [Some(0.0), Some(-0.25), None] {
-            for decay_input in [true, false] {
-                if kind == NeuronKind::If && !decay_input {
-                    continue;
-                }
-                for detach_reset in [true, false] {
-                    for surrogate in Surrogate::ALL {
-                        out.push(NeuronConfig {
-                            kind,
-                            tau: if kind == NeuronKind::Plif { 3.0 } else { 2.0 },
-                            v_threshold: 1.0,
-                            v_reset,
-                            decay_input,
-                            detach_reset,
-                            surrogate,
-                            ..NeuronConfig::default()
-                        });
-                    }
-                }
-            }
-        }
-    }
-    out
+    NeuronConfig::all_variants()
 }
 
 pub fn flat(t: &Tensor) -> Vec<f32> {

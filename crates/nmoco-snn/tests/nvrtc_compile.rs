@@ -13,6 +13,7 @@ use nmoco_snn::nvrtc::Nvrtc;
 use rayon::prelude::*;
 
 const ARCHS: [u32; 2] = [80, 90];
+const STATIC_TS: [u32; 2] = [8, nmoco_snn::kernels::MAX_STATIC_T];
 
 /// Per kernel: name, registers, spill store bytes, spill load bytes.
 type KernelStats = Vec<(String, u32, u32, u32)>;
@@ -73,16 +74,25 @@ fn every_kernel_variant_compiles() {
     // Every kernel the Rust side names is defined in the source.
     for k in KERNELS {
         assert!(
-            LIF_SRC.contains(&format!("__global__ void {k}(")),
+            LIF_SRC
+                .lines()
+                .any(|l| l.contains("__global__ void") && l.contains(&format!(" {k}("))),
             "kernel {k} missing from lif.cu"
         );
     }
     let ptxas = ptxas();
     let dir = tempfile::tempdir().expect("tempdir");
     let variants = Variant::all();
+    // Any-T kernels for every architecture; fixed-T kernels (registers hold the trace) at a
+    // typical T and at the largest one, where register pressure is highest.
     let jobs: Vec<(Variant, u32)> = variants
         .iter()
-        .flat_map(|v| ARCHS.iter().map(move |a| (*v, *a)))
+        .flat_map(|v| {
+            ARCHS
+                .iter()
+                .map(move |a| (*v, *a))
+                .chain(STATIC_TS.iter().map(|t| (v.with_t_static(*t), 90)))
+        })
         .collect();
     let results: Vec<Result<(String, u32, KernelStats), String>> = jobs
         .par_iter()
@@ -123,12 +133,19 @@ fn every_kernel_variant_compiles() {
     let (major, minor) = nvrtc.version();
     let mut failures = Vec::new();
     let mut max_regs = 0;
+    let mut max_regs_by_t = std::collections::BTreeMap::<u32, u32>::new();
     let mut spilling = Vec::new();
     for r in &results {
         match r {
             Ok((name, arch, stats)) => {
+                let t = name
+                    .rsplit_once("_t")
+                    .and_then(|(_, t)| t.parse::<u32>().ok())
+                    .unwrap_or(0);
                 for (k, regs, st, ld) in stats {
                     max_regs = max_regs.max(*regs);
+                    let m = max_regs_by_t.entry(t).or_default();
+                    *m = (*m).max(*regs);
                     if *st > 0 || *ld > 0 {
                         spilling.push(format!("{name} sm_{arch} {k}: {st} B stores, {ld} B loads"));
                     }
@@ -138,15 +155,16 @@ fn every_kernel_variant_compiles() {
         }
     }
     println!(
-        "nvrtc_compile: NVRTC {major}.{minor} ({}), {} variants x {:?} = {} modules compiled",
+        "nvrtc_compile: NVRTC {major}.{minor} ({}), {} variants x ({:?} + fixed T {:?} on sm_90) = {} modules compiled",
         nvrtc.path(),
         variants.len(),
         ARCHS,
+        STATIC_TS,
         results.len() - failures.len()
     );
     match &ptxas {
         Some(p) => println!(
-            "nvrtc_compile: ptxas {}: max {max_regs} registers per thread, spills: {}",
+            "nvrtc_compile: ptxas {}: max {max_regs} registers per thread (by fixed T, 0 = any: {max_regs_by_t:?}), spills: {}",
             p.display(),
             if spilling.is_empty() {
                 "none".to_string()

@@ -91,8 +91,7 @@ pub fn setup(
         .context("evaluation config rejected")?;
     check_compatible(&ckpt, &cfg.data).map_err(anyhow::Error::from)?;
     let device = if args.cuda {
-        candle_core::Device::new_cuda(0)
-            .context("cannot open CUDA device 0 (build with `cargo xtask ... --cuda`)")?
+        open_cuda()?
     } else {
         candle_core::Device::Cpu
     };
@@ -129,6 +128,18 @@ pub fn setup(
 
 pub fn dataset_name(kind: &DatasetKind) -> String {
     kind.name().to_string()
+}
+
+/// The first CUDA device, with its memory pool set to keep freed memory (see
+/// `nmoco_snn::cuda_retain_pool_memory`).
+pub fn open_cuda() -> anyhow::Result<candle_core::Device> {
+    let dev = candle_core::Device::new_cuda(0)
+        .context("cannot open CUDA device 0 (build with `cargo xtask ... --cuda`)")?;
+    #[cfg(feature = "cuda")]
+    if !nmoco_snn::cuda_retain_pool_memory(&dev).context("configuring the CUDA memory pool")? {
+        tracing::warn!("CUDA device 0 has no memory pools: every allocation goes to the driver");
+    }
+    Ok(dev)
 }
 
 /// The folder of one evaluation's report: `<checkpoint dir>/eval/<protocol>[-<encoder>]`.

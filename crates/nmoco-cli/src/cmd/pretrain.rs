@@ -138,8 +138,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     .context("config rejected")?;
     let device = match cfg.run.device {
         DeviceKind::Cpu => candle_core::Device::Cpu,
-        DeviceKind::Cuda => candle_core::Device::new_cuda(0)
-            .context("cannot open CUDA device 0 (build with `cargo xtask pretrain --cuda`)")?,
+        DeviceKind::Cuda => super::evalcfg::open_cuda()?,
     };
     if cfg.data.dataset == DatasetKind::Synthetic {
         ensure_synthetic(&cfg.data.root)?;

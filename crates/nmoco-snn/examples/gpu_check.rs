@@ -1,0 +1,498 @@
+//! GPU check of the fused neuron kernels (feature `cuda`; needs a CUDA device):
+//!
+//! ```text
+//! cargo run --release --features cuda -p nmoco-snn --example gpu_check -- [--json FILE] [--n N] [--reps R] [--cpu]
+//! ```
+//!
+//! 1. **Agreement**, for every neuron variant ([`NeuronConfig::all_variants`]) on several shapes
+//!    (short, long, large magnitudes, many neurons; fixed-`T` and any-`T` kernels): spikes,
+//!    `dL/dx` and PLIF's `dL/dw` of the fused CUDA op against (a) the reference twin on the GPU,
+//!    (b) the fused CPU op, and (c) for f16/bf16, the fused f32 CUDA op on the same rounded input.
+//!    Every input is fresh pseudo-random data (never zeros); outputs are compared element by
+//!    element, so an unwritten element (uninitialised memory) fails the check.
+//! 2. **Benchmark** at `T = 16`, `N = 16 Mi` (default LIF, f32 and bf16): median of `R` timed
+//!    runs after warm-up, each bracketed by device synchronisation; bandwidth = the bytes the op
+//!    must move / time, against a device-to-device copy measured in the same run.
+//!
+//! Exits non-zero if any agreement check fails. Prints a table last; `--json` writes all figures.
+//! `--cpu` runs the same harness with the CPU as the "device" (f32 only; a dry run of the script
+//! on a machine without a GPU, used by CI's build of the examples).
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use nmoco_snn::kernels::set_static_t;
+use nmoco_snn::{
+    NeuronConfig, NeuronKind, lif_multistep, lif_multistep_bwd, lif_multistep_ref, plif_multistep,
+    plif_multistep_ref,
+};
+
+fn rand_vec(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
+        })
+        .collect()
+}
+
+/// A test shape: dims, input range, gradient tolerance.
+type Shape = (&'static [usize], f32, f32, f64);
+
+struct Run {
+    spikes: Vec<f32>,
+    gx: Vec<f32>,
+    gw: Option<f32>,
+}
+
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+}
+
+/// Forward and backward of `sum(s * g)` through the fused op or the reference twin.
+fn run(
+    cfg: &NeuronConfig,
+    x: &Tensor,
+    g: &Tensor,
+    dev: &Device,
+    dtype: DType,
+    fused: bool,
+) -> Result<Run> {
+    run_w(cfg, x, g, dev, dtype, fused, dtype)
+}
+
+/// As [`run`], with PLIF's `w` rounded through `w_dtype` (so that an f32 run sees the same `w`
+/// as an f16/bf16 one).
+fn run_w(
+    cfg: &NeuronConfig,
+    x: &Tensor,
+    g: &Tensor,
+    dev: &Device,
+    dtype: DType,
+    fused: bool,
+    w_dtype: DType,
+) -> Result<Run> {
+    let xv = Var::from_tensor(&x.to_device(dev)?.to_dtype(dtype)?)?;
+    let g = g.to_device(dev)?.to_dtype(dtype)?;
+    let (s, wv) = if cfg.kind == NeuronKind::Plif {
+        let w = Tensor::new(cfg.plif_init_w(), dev)?
+            .to_dtype(w_dtype)?
+            .to_dtype(dtype)?;
+        let wv = Var::from_tensor(&w)?;
+        let s = if fused {
+            plif_multistep(xv.as_tensor(), wv.as_tensor(), cfg)?
+        } else {
+            plif_multistep_ref(xv.as_tensor(), wv.as_tensor(), cfg)?
+        };
+        (s, Some(wv))
+    } else if fused {
+        (lif_multistep(xv.as_tensor(), cfg)?, None)
+    } else {
+        (lif_multistep_ref(xv.as_tensor(), cfg)?, None)
+    };
+    let grads = (&s * &g)?.sum_all()?.backward()?;
+    let gx = grads
+        .get(xv.as_tensor())
+        .ok_or_else(|| candle_core::Error::msg("no gradient for x"))?;
+    let gw = match &wv {
+        Some(w) => Some(
+            grads
+                .get(w.as_tensor())
+                .ok_or_else(|| candle_core::Error::msg("no gradient for w"))?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()?,
+        ),
+        None => None,
+    };
+    Ok(Run {
+        spikes: flat(&s)?,
+        gx: flat(gx)?,
+        gw,
+    })
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        num += (f64::from(*x) - f64::from(*y)).powi(2);
+        den += f64::from(*y).powi(2);
+    }
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// One comparison: spike mismatches, gradient relative error, and whether it passes.
+#[derive(Default)]
+struct Cmp {
+    checks: usize,
+    failed: Vec<String>,
+    worst_gx: f64,
+    worst_gw: f64,
+    spike_flips: usize,
+    elements: usize,
+}
+
+impl Cmp {
+    fn compare(&mut self, what: &str, a: &Run, b: &Run, tol: f64) {
+        self.checks += 1;
+        self.elements += a.spikes.len();
+        let flips = a
+            .spikes
+            .iter()
+            .zip(&b.spikes)
+            .filter(|(x, y)| x != y)
+            .count();
+        let bad_values = a.spikes.iter().any(|v| *v != 0.0 && *v != 1.0);
+        self.spike_flips += flips;
+        let e = rel_err(&a.gx, &b.gx);
+        let ew = match (a.gw, b.gw) {
+            (Some(x), Some(y)) => f64::from((x - y).abs() / y.abs().max(1.0)),
+            _ => 0.0,
+        };
+        // A spike that flips at the threshold (h - v_th within rounding of 0, e.g. from a fused
+        // multiply-add) changes that neuron's later steps; allow one in 100 000 elements and
+        // loosen the gradient tolerance for that comparison only.
+        let frac = flips as f64 / a.spikes.len().max(1) as f64;
+        let tol = if flips > 0 { tol.max(2e-2) } else { tol };
+        let ok = !bad_values && frac <= 1e-5 && e <= tol && ew <= tol && e.is_finite();
+        if flips == 0 {
+            self.worst_gx = self.worst_gx.max(e);
+            self.worst_gw = self.worst_gw.max(ew);
+        }
+        if !ok {
+            self.failed.push(format!(
+                "{what}: spike flips {flips}/{} non-binary {bad_values} gx rel err {e:.2e} gw rel err {ew:.2e} (tol {tol:.0e})",
+                a.spikes.len()
+            ));
+        }
+    }
+}
+
+fn median_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    dev.synchronize()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        f()?;
+        dev.synchronize()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+struct Bench {
+    name: String,
+    ms: f64,
+    bytes: f64,
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let n_bench: usize = arg("--n")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16 * 1024 * 1024);
+    let reps: usize = arg("--reps").and_then(|s| s.parse().ok()).unwrap_or(20);
+    let json_path = arg("--json");
+    let on_cpu = args.iter().any(|a| a == "--cpu");
+    let dev = if on_cpu {
+        Device::Cpu
+    } else {
+        Device::new_cuda(0)?
+    };
+    let cpu = Device::Cpu;
+
+    // ---- 1. agreement ----
+    let t0 = Instant::now();
+    // Every variant on three shapes (fixed-T kernels at T = 16, the any-T kernel at T = 96, large
+    // magnitudes); the default LIF and one PLIF variant also on T = 1, 4, 8 and many neurons.
+    let all_shapes: [Shape; 3] = [
+        (&[16, 2, 1000], -1.0, 3.0, 1e-5),
+        (&[96, 41], -1.0, 2.5, 1e-4),
+        (&[16, 777], -40.0, 60.0, 1e-4),
+    ];
+    let extra_shapes: [Shape; 3] = [
+        (&[8, 3, 37], -1.0, 3.0, 1e-5),
+        (&[1, 513], -1.0, 3.0, 1e-5),
+        (&[4, 70_001], -1.0, 3.0, 1e-5),
+    ];
+    let variants = NeuronConfig::all_variants();
+    let plif_one = NeuronConfig {
+        kind: NeuronKind::Plif,
+        tau: 3.0,
+        ..NeuronConfig::default()
+    };
+    let mut jobs: Vec<(NeuronConfig, Shape)> = Vec::new();
+    for cfg in &variants {
+        for sh in all_shapes {
+            jobs.push((cfg.clone(), sh));
+        }
+    }
+    for cfg in [NeuronConfig::default(), plif_one] {
+        for sh in extra_shapes {
+            jobs.push((cfg.clone(), sh));
+        }
+    }
+    #[cfg(feature = "cuda")]
+    if !on_cpu {
+        let tc = Instant::now();
+        let mut n = nmoco_snn::cuda_precompile(&dev, &variants, &[16, 96], &[DType::F32])?;
+        set_static_t(false);
+        n += nmoco_snn::cuda_precompile(&dev, &variants, &[16], &[DType::F32])?;
+        set_static_t(true);
+        n += nmoco_snn::cuda_precompile(&dev, &variants, &[16], &[DType::F16, DType::BF16])?;
+        println!(
+            "CHECK {n} kernel modules compiled in {:.1} s",
+            tc.elapsed().as_secs_f64()
+        );
+    }
+    let mut vs_ref = Cmp::default();
+    let mut vs_cpu = Cmp::default();
+    let mut any_t = Cmp::default();
+    let mut half = Cmp::default();
+    let mut seed = 1u64;
+    for (cfg, (shape, lo, hi, tol)) in &jobs {
+        let (cfg, shape, lo, hi, tol) = (cfg, *shape, *lo, *hi, *tol);
+        seed += 2;
+        let n: usize = shape.iter().product();
+        let x = Tensor::from_vec(rand_vec(n, lo, hi, seed), shape, &cpu)?;
+        let g = Tensor::from_vec(rand_vec(n, -1.0, 1.0, seed + 1), shape, &cpu)?;
+        let what = format!("{cfg:?} {shape:?}");
+        let gf = run(cfg, &x, &g, &dev, DType::F32, true)?;
+        let gr = run(cfg, &x, &g, &dev, DType::F32, false)?;
+        let cf = run(cfg, &x, &g, &cpu, DType::F32, true)?;
+        vs_ref.compare(
+            &format!("cuda fused vs cuda reference, {what}"),
+            &gf,
+            &gr,
+            tol,
+        );
+        vs_cpu.compare(&format!("cuda fused vs cpu fused, {what}"), &gf, &cf, tol);
+        if on_cpu || shape[0] != 16 {
+            continue;
+        }
+        set_static_t(false);
+        let gd = run(cfg, &x, &g, &dev, DType::F32, true);
+        set_static_t(true);
+        any_t.compare(&format!("any-T vs fixed-T kernel, {what}"), &gd?, &gf, tol);
+        // f16/bf16 storage: the same function as f32 on the rounded input, outputs rounded.
+        for dt in [DType::F16, DType::BF16] {
+            let xr = x.to_dtype(dt)?.to_dtype(DType::F32)?;
+            let gr32 = g.to_dtype(dt)?.to_dtype(DType::F32)?;
+            let base = run_w(cfg, &xr, &gr32, &dev, DType::F32, true, dt)?;
+            let lowp = run(cfg, &xr, &gr32, &dev, dt, true)?;
+            half.compare(
+                &format!("cuda fused {dt:?} vs f32, {what}"),
+                &lowp,
+                &base,
+                1e-2,
+            );
+        }
+    }
+    let check_s = t0.elapsed().as_secs_f64();
+    let groups = [
+        ("fused CUDA vs reference twin on CUDA (f32)", &vs_ref),
+        ("fused CUDA vs fused CPU (f32)", &vs_cpu),
+        ("any-T kernel vs fixed-T kernel (f32, T <= 16)", &any_t),
+        ("fused CUDA f16/bf16 vs f32 on the rounded input", &half),
+    ];
+    let mut failures = 0;
+    for (name, c) in &groups {
+        println!(
+            "CHECK {name}: {} comparisons, {} elements, {} spike flips, worst rel err dL/dx {:.2e} dL/dw {:.2e}, {} failed",
+            c.checks,
+            c.elements,
+            c.spike_flips,
+            c.worst_gx,
+            c.worst_gw,
+            c.failed.len()
+        );
+        for f in c.failed.iter().take(10) {
+            println!("  FAIL {f}");
+        }
+        failures += c.failed.len();
+    }
+    println!(
+        "CHECK {} variants x {} shapes + 2 x {} more in {check_s:.1} s",
+        variants.len(),
+        all_shapes.len(),
+        extra_shapes.len()
+    );
+
+    // A large tensor, CPU vs GPU, spikes and gradients.
+    {
+        let (t, n) = (16usize, 1usize << 22);
+        let x = Tensor::from_vec(rand_vec(t * n, 0.0, 2.0, 99), (t, n), &cpu)?;
+        let g = Tensor::from_vec(rand_vec(t * n, -1.0, 1.0, 98), (t, n), &cpu)?;
+        let cfg = NeuronConfig::default();
+        let gf = run(&cfg, &x, &g, &dev, DType::F32, true)?;
+        let cf = run(&cfg, &x, &g, &cpu, DType::F32, true)?;
+        let mut big = Cmp::default();
+        big.compare("cuda vs cpu at [16, 4Mi]", &gf, &cf, 1e-5);
+        let rate = gf.spikes.iter().sum::<f32>() / gf.spikes.len() as f32;
+        println!(
+            "CHECK cuda vs cpu at [16, 4Mi] (default LIF): spike rate {rate:.4}, flips {}, rel err dL/dx {:.2e}, {}",
+            big.spike_flips,
+            big.worst_gx,
+            if big.failed.is_empty() {
+                "ok"
+            } else {
+                "FAILED"
+            }
+        );
+        for f in &big.failed {
+            println!("  FAIL {f}");
+        }
+        failures += big.failed.len();
+    }
+
+    // ---- 2. benchmark ----
+    let t = 16usize;
+    let n = n_bench;
+    let e = (t * n) as f64;
+    let cfg = NeuronConfig::default();
+    let mut benches: Vec<Bench> = Vec::new();
+    let x = (Tensor::rand(0f32, 1f32, (t, n), &dev)? * 2.0)?;
+    let g = Tensor::rand(0f32, 1f32, (t, n), &dev)?;
+    let mut push = |name: &str, bytes_per_elem: f64, ms: f64| {
+        println!("BENCH {name}: {ms:.3} ms");
+        benches.push(Bench {
+            name: name.to_string(),
+            ms,
+            bytes: bytes_per_elem * e,
+        });
+    };
+    // First with the driver's default pool behaviour (freed memory released at every sync),
+    // then with the pool keeping it, as the trainer runs.
+    let ms = median_ms(&dev, reps, || x.copy().map(|_| ()))?;
+    push("copy_dtod_f32_pool_release", 8.0, ms);
+    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    push("fused_fwd_f32_pool_release", 8.0, ms);
+    #[cfg(feature = "cuda")]
+    println!(
+        "BENCH pool retains freed memory: {}",
+        nmoco_snn::cuda_retain_pool_memory(&dev)?
+    );
+    let ms = median_ms(&dev, reps, || x.copy().map(|_| ()))?;
+    push("copy_dtod_f32", 8.0, ms);
+    let ms = median_ms(&dev, reps, || x.affine(1.0, 0.0).map(|_| ()))?;
+    push("copy_kernel_f32 (affine)", 8.0, ms);
+    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    push("fused_fwd_f32", 8.0, ms);
+    let ms = median_ms(&dev, reps, || {
+        lif_multistep(&x, &cfg)?;
+        lif_multistep_bwd(&x, &g, &cfg).map(|_| ())
+    })?;
+    push("fused_fwd_bwd_f32", 20.0, ms);
+    let ms = median_ms(&dev, reps, || lif_multistep_bwd(&x, &g, &cfg).map(|_| ()))?;
+    push("fused_bwd_f32", 12.0, ms);
+    set_static_t(false);
+    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    push("fused_fwd_f32_anyT", 8.0, ms);
+    let ms = median_ms(&dev, reps, || {
+        lif_multistep(&x, &cfg)?;
+        lif_multistep_bwd(&x, &g, &cfg).map(|_| ())
+    })?;
+    push("fused_fwd_bwd_f32_anyT", 20.0, ms);
+    set_static_t(true);
+    let xv = Var::from_tensor(&x)?;
+    let ms = median_ms(&dev, reps, || {
+        let s = lif_multistep(xv.as_tensor(), &cfg)?;
+        let grads = (s * &g)?.sum_all()?.backward()?;
+        grads
+            .get(xv.as_tensor())
+            .map(|_| ())
+            .ok_or_else(|| candle_core::Error::msg("no grad"))
+    })?;
+    push("fused_fwd_bwd_f32_autograd", 20.0, ms);
+    // What candle's autograd adds around the op: the loss sum(s * g) and its backward.
+    let s_fixed = lif_multistep(&x, &cfg)?;
+    let ms = median_ms(&dev, reps, || (&s_fixed * &g)?.sum_all().map(|_| ()))?;
+    push("loss_mul_sum_only_f32", 8.0, ms);
+    drop(s_fixed);
+    let ms = median_ms(&dev, reps.min(5), || {
+        let s = lif_multistep_ref(xv.as_tensor(), &cfg)?;
+        let grads = (s * &g)?.sum_all()?.backward()?;
+        grads
+            .get(xv.as_tensor())
+            .map(|_| ())
+            .ok_or_else(|| candle_core::Error::msg("no grad"))
+    })?;
+    push("reference_fwd_bwd_f32_autograd", 20.0, ms);
+    drop(xv);
+    if !on_cpu {
+        let xb = x.to_dtype(DType::BF16)?;
+        let gb = g.to_dtype(DType::BF16)?;
+        let ms = median_ms(&dev, reps, || xb.copy().map(|_| ()))?;
+        push("copy_dtod_bf16", 4.0, ms);
+        let ms = median_ms(&dev, reps, || lif_multistep(&xb, &cfg).map(|_| ()))?;
+        push("fused_fwd_bf16", 4.0, ms);
+        let ms = median_ms(&dev, reps, || {
+            lif_multistep(&xb, &cfg)?;
+            lif_multistep_bwd(&xb, &gb, &cfg).map(|_| ())
+        })?;
+        push("fused_fwd_bwd_bf16", 10.0, ms);
+    }
+    // Sanity: a reduction over the bench output, so nothing above is optimised away or unwritten.
+    let s = lif_multistep(&x, &cfg)?;
+    let rate = s.mean_all()?.to_scalar::<f32>()?;
+    let finite = lif_multistep_bwd(&x, &g, &cfg)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?
+        .is_finite();
+    println!("BENCH spike rate {rate:.4}, gradients finite: {finite}");
+
+    let copy_bw = benches
+        .iter()
+        .filter(|b| {
+            b.name.starts_with("copy_") && b.name.contains("f32") && !b.name.contains("release")
+        })
+        .map(|b| b.bytes / b.ms / 1e6)
+        .fold(0f64, f64::max);
+    println!(
+        "\n| T = {t}, N = {n} ({:.2} GiB per f32 tensor) | ms | GB/s | % of copy |",
+        e * 4.0 / (1u64 << 30) as f64
+    );
+    println!("| --- | --- | --- | --- |");
+    let mut json = Vec::new();
+    for b in &benches {
+        let gbs = b.bytes / b.ms / 1e6;
+        println!(
+            "| {} | {:.3} | {:.0} | {:.0} % |",
+            b.name,
+            b.ms,
+            gbs,
+            100.0 * gbs / copy_bw
+        );
+        json.push(format!(
+            "{{\"name\":\"{}\",\"ms\":{:.4},\"bytes\":{},\"gb_per_s\":{:.1}}}",
+            b.name, b.ms, b.bytes, gbs
+        ));
+    }
+    println!("\ncopy bandwidth (best f32 copy): {copy_bw:.0} GB/s; agreement failures: {failures}");
+    if let Some(p) = json_path {
+        let body = format!(
+            "{{\"t\":{t},\"n\":{n},\"copy_gb_per_s\":{copy_bw:.1},\"failures\":{failures},\"spike_rate\":{rate},\"bench\":[{}]}}\n",
+            json.join(",")
+        );
+        std::fs::write(&p, body).map_err(|e| candle_core::Error::msg(format!("{p}: {e}")))?;
+    }
+    if failures > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}

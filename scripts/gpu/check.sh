@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The GPU check, run in one device session (see docs/benchmarks.md, "GPU"):
+#   1. gpu_check: fused CUDA neuron kernels vs the reference twin, vs the CPU kernels, f16/bf16 vs
+#      f32, any-T vs fixed-T kernels; then the kernel benchmark at T = 16, N = 16 Mi against a
+#      device-to-device copy;
+#   2. SpikingJelly's LIFNode on the same shape (2.0: its own CUDA choice; 0.0.0.0.14: CuPy);
+#   3. the real job on the GPU: `nmoco pretrain --cuda` (the synthetic default) and
+#      `nmoco linear-probe --cuda`.
+# Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`): gpubin/{nmoco,gpu_check}.xz
+# and the wheels in .whl/ (spikingjelly 2.0.0, loguru, spikingjelly 0.0.0.0.14). Writes under $OUT.
+set -u
+OUT=${OUT:-/tmp/nmoco-gpu-out}
+mkdir -p "$OUT"
+log() { echo "== $(date +%T) $*"; }
+site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
+export LD_LIBRARY_PATH="$site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+mkdir -p /tmp/bin && for b in nmoco gpu_check; do xz -dc "gpubin/$b.xz" > "/tmp/bin/$b" && chmod +x "/tmp/bin/$b"; done
+
+log "gpu_check"
+timeout 200 /tmp/bin/gpu_check --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
+echo "gpu_check exit: ${PIPESTATUS[0]}"
+
+log "spikingjelly 2.0.0 (auto)"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sj2 .whl/spikingjelly-2.0.0-*.whl .whl/loguru-*.whl 2>&1 | tail -2
+PYTHONPATH=/tmp/sj2 PYTHONUNBUFFERED=1 timeout 100 python3 scripts/gpu/sj_lif_gpu.py --label sj2.0-auto 2>&1 | tail -5 | tee -a "$OUT/sj.log"
+log "spikingjelly 0.0.0.0.14 (cupy)"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sj14 .whl/spikingjelly-0.0.0.0.14-*.whl 2>&1 | tail -2
+PYTHONPATH=/tmp/sj14 PYTHONUNBUFFERED=1 timeout 70 python3 scripts/gpu/sj_lif_gpu.py --label sj0.14-cupy --backend cupy 2>&1 | tail -5 | tee -a "$OUT/sj.log"
+
+log "pretrain --cuda"
+export NMOCO_LOG=${NMOCO_LOG:-info}
+timeout 120 /tmp/bin/nmoco pretrain --cuda --name gpu > "$OUT/pretrain.log" 2>&1
+echo "pretrain exit: $?"; tail -c 2500 "$OUT/pretrain.log"
+cp runs/gpu/metrics.jsonl "$OUT/" 2>/dev/null
+log "linear-probe --cuda"
+timeout 50 /tmp/bin/nmoco linear-probe --cuda --checkpoint runs/gpu > "$OUT/probe.log" 2>&1
+echo "probe exit: $?"; tail -c 1500 "$OUT/probe.log"
+find runs/gpu -name report.json -exec cp {} "$OUT/probe_report.json" \; 2>/dev/null
+log "done"
+grep -E "^(CHECK|\|)|copy bandwidth" "$OUT/gpu_check.log"
+grep '^SJ ' "$OUT/sj.log"
