@@ -5,6 +5,12 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "nmoco",

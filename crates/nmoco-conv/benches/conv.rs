@@ -12,6 +12,12 @@ use std::time::Duration;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use criterion::{Criterion, criterion_group, criterion_main};
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const B: usize = 128;
 const C: usize = 32;
 const H: usize = 64;

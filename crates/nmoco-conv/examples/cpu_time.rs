@@ -10,6 +10,12 @@ use std::time::Instant;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use nmoco_conv::SparseThresholds;
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Process CPU time in clock ticks (1/100 s on Linux), if readable.
 fn cpu_ticks() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/stat").ok()?;

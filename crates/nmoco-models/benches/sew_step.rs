@@ -24,6 +24,12 @@ use nmoco_models::{
     is_buffer,
 };
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

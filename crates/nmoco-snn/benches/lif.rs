@@ -20,6 +20,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nmoco_snn::{NeuronConfig, lif_multistep, lif_multistep_bwd, lif_multistep_ref};
 use rayon::prelude::*;
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const T: usize = 16;
 const N: usize = 2 * 1024 * 1024;
 

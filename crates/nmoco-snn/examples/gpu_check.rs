@@ -27,6 +27,12 @@ use nmoco_snn::{
     plif_multistep_ref,
 };
 
+/// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
+/// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rand_vec(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..n)
