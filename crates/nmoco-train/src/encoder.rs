@@ -48,8 +48,63 @@ impl Encoder for MocoEncoder {
     }
 }
 
+/// A [`VarBuilder`] backend over an existing [`VarMap`] that hands out its variables' weights as
+/// plain (non-variable) tensors sharing their storage, and BN running statistics as the
+/// variables themselves (BN updates them in place with `Var::set`). An encoder built from it
+/// records no autograd graph in its forward pass, yet sees every in-place update of the map
+/// (momentum update, checkpoint restore) because the storage is shared.
+struct DetachedVars(VarMap);
+
+impl candle_nn::var_builder::SimpleBackend for DetachedVars {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.get_unchecked(name, dtype, dev)?;
+        if t.shape() != &s {
+            candle_core::bail!(
+                "key encoder: {name} has shape {:?}, expected {s:?}",
+                t.shape()
+            );
+        }
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let data = self
+            .0
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::msg("var map poisoned"))?;
+        let v = data
+            .get(name)
+            .ok_or_else(|| candle_core::Error::msg(format!("key encoder: no variable {name}")))?;
+        if v.dtype() != dtype || !v.device().same_device(dev) {
+            candle_core::bail!(
+                "key encoder: {name} has dtype/device {:?}/{:?}",
+                v.dtype(),
+                v.device()
+            );
+        }
+        Ok(if is_buffer(name) {
+            v.as_tensor().clone()
+        } else {
+            v.as_detached_tensor()
+        })
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.data().lock().is_ok_and(|d| d.contains_key(name))
+    }
+}
+
 /// The two encoders of NeuroMoCo and their variables. The key encoder starts as an exact copy
-/// of the master and is only ever changed by [`crate::momentum::momentum_update`].
+/// of the master and is only ever changed by [`crate::momentum::momentum_update`]; its layers
+/// hold storage-sharing plain tensors (see `DetachedVars`), so its forward pass builds no graph.
 pub struct EncoderPair<E> {
     pub master: E,
     pub key: E,
@@ -76,7 +131,17 @@ impl<E: Encoder> EncoderPair<E> {
         let master_vars = VarMap::new();
         let key_vars = VarMap::new();
         let master = build(VarBuilder::from_varmap(&master_vars, DType::F32, device))?;
-        let key = build(VarBuilder::from_varmap(&key_vars, DType::F32, device))?;
+        // Create the key variables, then build the key encoder that is used over them.
+        drop(build(VarBuilder::from_varmap(
+            &key_vars,
+            DType::F32,
+            device,
+        ))?);
+        let key = build(VarBuilder::from_backend(
+            Box::new(DetachedVars(key_vars.clone())),
+            DType::F32,
+            device.clone(),
+        ))?;
         seeded_init(&master_vars, seed)?;
         copy_vars(&key_vars, &master_vars)?;
         Ok(Self {

@@ -203,6 +203,27 @@ mod tests {
     }
 
     #[test]
+    fn the_key_encoder_builds_no_graph_and_sees_momentum_updates() {
+        let (pair, mut opt, mut queue) = setup(3);
+        let (a, b) = views(2);
+        let k0 = pair.key.embed(&b, true).unwrap();
+        assert!(
+            !k0.track_op(),
+            "the key forward must not record an autograd graph"
+        );
+        assert!(pair.master.embed(&a, true).unwrap().track_op());
+        train_step(&pair, &mut opt, &mut queue, &a, &b, 0.5, 0.9, &cfg(false)).unwrap();
+        // The momentum update writes the key variables in place; the key encoder's layers share
+        // their storage, so its output moves with them.
+        let k1 = pair.key.embed(&b, true).unwrap();
+        let (v0, v1) = (
+            k0.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            k1.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        assert_ne!(v0, v1);
+    }
+
+    #[test]
     fn gradients_reach_the_master_only() {
         let (pair, _, queue) = setup(3);
         let (a, b) = views(4);
