@@ -35,6 +35,8 @@ enum Cmd {
     /// Fine-tune a pre-trained encoder, with the supervised-from-scratch baseline
     /// ([--checkpoint PATH] [--label-fraction F] [--set k=v ...] [--cuda])
     Finetune(util::Forward),
+    /// Run the benchmarks (all, or by name: decode frames lif conv sew-step moco-step)
+    Bench { names: Vec<String> },
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pretrain(a) => commands::pretrain::run(a),
         Cmd::LinearProbe(a) => commands::linear_probe::run(a),
         Cmd::Finetune(a) => commands::finetune::run(a),
+        Cmd::Bench { names } => commands::bench::run(names),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),

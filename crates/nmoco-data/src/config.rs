@@ -169,7 +169,8 @@ impl DataConfig {
                 cfg.frames.width = 34;
                 cfg.augment.translate_px = 3;
             }
-            DatasetKind::Dvs128Gesture => cfg.augment.hflip = false,
+            // Left/right (and clockwise/anticlockwise) motions are different classes.
+            DatasetKind::Dvs128Gesture | DatasetKind::Synthetic => cfg.augment.hflip = false,
             _ => {}
         }
         cfg

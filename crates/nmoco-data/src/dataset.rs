@@ -326,9 +326,14 @@ fn warn_on_canvas_mismatch(cfg: &DataConfig, sensor: SensorSize) {
             "frames.resize is none and the frame size differs from the sensor: events are cropped or zero-padded (see DataConfig::for_dataset)"
         );
     }
-    if cfg.dataset == DatasetKind::Dvs128Gesture && cfg.augment.hflip {
+    if matches!(
+        cfg.dataset,
+        DatasetKind::Dvs128Gesture | DatasetKind::Synthetic
+    ) && cfg.augment.hflip
+    {
         tracing::warn!(
-            "horizontal flips are on for DVS128 Gesture, whose left/right gestures are different classes"
+            dataset = ?cfg.dataset,
+            "horizontal flips are on, but this dataset's left/right motions are different classes"
         );
     }
 }

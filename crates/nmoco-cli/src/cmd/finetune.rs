@@ -2,13 +2,15 @@
 //! [--cuda]`: initialise from the pre-trained encoder and train everything with labels, next to
 //! supervised training from scratch with the same budget. The recipe follows the backbone
 //! (SEW: SGD lr 0.01 momentum 0.9 cosine; Spikformer: AdamW lr 1e-3 wd 0.06, warm-up, label
-//! smoothing 0.1); `--set finetune.epochs=...` etc. change it.
+//! smoothing 0.1; a SEW on the synthetic set: AdamW lr 2e-3 wd 0.01, 60 epochs, see
+//! `FinetuneConfig::synthetic`); `--set finetune.epochs=...` etc. change it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
+use nmoco_data::DatasetKind;
 use nmoco_eval::checkpoint::arch_name;
 use nmoco_eval::{FinetuneConfig, Report, SplitSizes, finetune};
 use nmoco_models::BackboneConfig;
@@ -32,6 +34,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = setup(&common, |ck| match ck.backbone {
         BackboneConfig::Spikformer(_) => FinetuneConfig::spikformer(),
+        _ if ck.data.dataset == DatasetKind::Synthetic => FinetuneConfig::synthetic(),
         _ => FinetuneConfig::default(),
     })?;
     let cfg = s.cfg.finetune.clone();
