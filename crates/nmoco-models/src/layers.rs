@@ -105,6 +105,13 @@ impl Conv2d {
         nmoco_conv::conv2d(x, &self.weight, self.stride, self.padding, self.groups)
     }
 
+    /// Applies the convolution followed by eval-mode `bn`, as one convolution with the batch
+    /// norm folded into its weight and a bias (inference: one pass over the output, not two).
+    pub fn forward_bn_eval(&self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
+        let (w, b) = bn.fold_into(&self.weight)?;
+        nmoco_conv::conv2d_bias(x, &w, &b, self.stride, self.padding, self.groups)
+    }
+
     /// Applies the convolution to `[T, B, C, H, W]` by folding time into the batch.
     pub fn forward_seq(&self, x: &Tensor) -> Result<Tensor> {
         let t = x.dim(0)?;
@@ -198,6 +205,21 @@ impl BatchNorm {
     /// The running variance variable.
     pub fn running_var(&self) -> &Var {
         &self.running_var
+    }
+
+    /// Eval mode folded into the preceding convolution's weight `w` (`[C, ...]`, no bias):
+    /// `(w · γ/√(σ² + ε), β − μ·γ/√(σ² + ε))` with the running statistics, for
+    /// `nmoco_conv::conv2d_bias`. Gradients flow to `w`, γ and β, not to the statistics.
+    pub fn fold_into(&self, w: &Tensor) -> Result<(Tensor, Tensor)> {
+        nmoco_conv::fold_batch_norm(
+            w,
+            None,
+            &self.weight,
+            &self.bias,
+            &self.running_mean.as_tensor().detach(),
+            &self.running_var.as_tensor().detach(),
+            self.eps,
+        )
     }
 
     /// Normalises `[N, C, ...]`; see the type docs for train vs eval.

@@ -42,9 +42,16 @@ impl ConvBnSn {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, t: usize, train: bool) -> Result<Tensor> {
-        let y = self.conv.forward(x)?;
-        let y = self.bn.forward(&y, train)?;
-        self.sn.forward_folded(&y, t)
+        self.sn.forward_folded(&self.conv_bn(x, train)?, t)
+    }
+
+    /// Conv → BN. In eval mode the BN is folded into the convolution (weight and bias).
+    pub(crate) fn conv_bn(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            self.bn.forward(&self.conv.forward(x)?, true)
+        } else {
+            self.conv.forward_bn_eval(x, &self.bn)
+        }
     }
 }
 
@@ -200,5 +207,42 @@ impl SewResnet {
             }
         }
         global_avg_pool(&y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn eval_mode_folds_batch_norm_into_the_convolution() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+        let l = ConvBnSn::new(3, 5, 3, 2, &NeuronConfig::default(), &vb, ["c", "b", "s"])?;
+        {
+            let d = vm.data().lock().expect("varmap");
+            let set = |n: &str, t: Tensor| d.get(n).expect(n).set(&t);
+            set("b.weight", Tensor::randn(1f32, 0.3, 5, &dev)?)?;
+            set("b.bias", Tensor::randn(0f32, 0.5, 5, &dev)?)?;
+            set("b.running_mean", Tensor::randn(0f32, 0.5, 5, &dev)?)?;
+            set("b.running_var", Tensor::rand(0.2f32, 2.0, 5, &dev)?)?;
+        }
+        let x = Tensor::randn(0f32, 1., (4, 3, 9, 9), &dev)?;
+        let folded = l.conv_bn(&x, false)?;
+        let plain = l.bn.forward(&l.conv.forward(&x)?, false)?;
+        let err = (&folded - &plain)?
+            .sqr()?
+            .sum_all()?
+            .sqrt()?
+            .to_scalar::<f32>()?
+            / plain.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?;
+        assert!(err < 1e-5, "folded eval BN differs: rel err {err}");
+        // Train mode is untouched by the fold: batch statistics, not running ones.
+        let train = l.conv_bn(&x, true)?;
+        assert!((&train - &plain)?.abs()?.max_all()?.to_scalar::<f32>()? > 1e-3);
+        Ok(())
     }
 }
