@@ -15,6 +15,9 @@ for seed in 0 1 2; do
       "$bin" pretrain --name "$name" --set run.seed=$seed --set "moco.loss=\"$loss\"" > "$out/$name.pretrain.txt" 2>&1
     "$bin" linear-probe --checkpoint runs/$name --set seed=$seed > "$out/$name.probe.txt" 2>&1
   done
+  # Fine-tuning and supervised-from-scratch with the pre-training's budget (its 16 epochs), then
+  # both again with a longer budget (60 epochs) as the converged supervised reference.
   "$bin" finetune --checkpoint runs/results-mix-s$seed --set seed=$seed --set finetune.seed=$seed > "$out/results-mix-s$seed.finetune.txt" 2>&1
+  "$bin" finetune --checkpoint runs/results-mix-s$seed --tag e60 --set finetune.epochs=60 --set seed=$seed --set finetune.seed=$seed > "$out/results-mix-s$seed.finetune-e60.txt" 2>&1
 done
 echo "results in $out"

@@ -72,8 +72,9 @@ impl FinetuneConfig {
 
     /// The synthetic default's recipe. The tiny SEW-ResNet on 420 samples barely trains with
     /// the SEW recipe above in 10 epochs (13 % from scratch, chance 10 %); AdamW lr 2e-3,
-    /// weight decay 0.01, 2 warm-up epochs and 60 epochs reach 59 % from scratch
-    /// (docs/results.md). Both the fine-tuned and the from-scratch run get this same budget.
+    /// weight decay 0.01 and 2 warm-up epochs train it (docs/results.md). `nmoco finetune`
+    /// sets `epochs` to the pre-training's (the same budget); 60 is the longer reference run.
+    /// Both the fine-tuned and the from-scratch run get the same budget.
     pub fn synthetic() -> Self {
         Self {
             epochs: 60,

@@ -24,6 +24,18 @@ pub struct Args {
     /// Keep only this fraction of the training labels (stratified, seeded), e.g. 0.01 or 0.1
     #[arg(long)]
     pub label_fraction: Option<f64>,
+    /// Append `-TAG` to the report folders (e.g. `--tag e60` with `--set finetune.epochs=60`),
+    /// so that runs with other settings do not overwrite the default ones
+    #[arg(long)]
+    pub tag: Option<String>,
+}
+
+/// The pre-training run's `run.epochs`, read from the checkpoint's `config.toml`.
+fn pretrain_epochs(config_path: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(config_path).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let epochs = table.get("run")?.get("epochs")?.as_integer()?;
+    usize::try_from(epochs).ok().filter(|e| *e > 0)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -34,7 +46,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let s = setup(&common, |ck| match ck.backbone {
         BackboneConfig::Spikformer(_) => FinetuneConfig::spikformer(),
-        _ if ck.data.dataset == DatasetKind::Synthetic => FinetuneConfig::synthetic(),
+        // The same budget as the pre-training: its number of epochs.
+        _ if ck.data.dataset == DatasetKind::Synthetic => FinetuneConfig {
+            epochs: pretrain_epochs(&ck.config_path).unwrap_or(FinetuneConfig::synthetic().epochs),
+            ..FinetuneConfig::synthetic()
+        },
         _ => FinetuneConfig::default(),
     })?;
     let cfg = s.cfg.finetune.clone();
@@ -44,11 +60,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !common.no_baseline {
         runs.push((None, "supervised", "random_init"));
     }
-    let suffix = if cfg.label_fraction < 1.0 {
+    let mut suffix = if cfg.label_fraction < 1.0 {
         format!("-{}pct", (cfg.label_fraction * 100.0).round())
     } else {
         String::new()
     };
+    if let Some(tag) = &args.tag {
+        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            anyhow::bail!("--tag {tag:?}: use letters, digits and '_' only");
+        }
+        suffix = format!("{suffix}-{tag}");
+    }
     let mut rows = Vec::new();
     for (w, protocol, encoder) in runs {
         let pb = ProgressBar::new(0);
