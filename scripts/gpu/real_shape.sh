@@ -9,11 +9,11 @@ site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
 export LD_LIBRARY_PATH="$site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
 xz -dc gpubin/nmoco.xz > /tmp/bin/nmoco && chmod +x /tmp/bin/nmoco
 /tmp/bin/nmoco make-synthetic > "$OUT/synth.log" 2>&1 || { tail "$OUT/synth.log"; exit 1; }
-nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$OUT/gpu_mem.txt" &
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/gpu_mem.txt" &
 smi=$!
 timeout ${NMOCO_GPU_TIMEOUT:-300} /tmp/bin/nmoco pretrain --cuda --config configs/dvs128gesture_sew18.toml \
   --name gesture-shape --set 'data.dataset="synthetic"' --set data.root=datasets/synthetic/generated \
-  --set moco.k=256 --set run.epochs=${EPOCHS:-4} --set optim.warmup_epochs=1.0 > "$OUT/pretrain.log" 2>&1
+  --set moco.k=256 --set optim.batch_size=${BATCH:-32} --set run.epochs=${EPOCHS:-4} --set optim.warmup_epochs=1.0 > "$OUT/pretrain.log" 2>&1
 echo "pretrain exit: $?"
 kill $smi 2>/dev/null
 echo "peak GPU memory used: $(sort -n "$OUT/gpu_mem.txt" | tail -1) MiB"

@@ -135,8 +135,13 @@ pub fn dataset_name(kind: &DatasetKind) -> String {
 pub fn open_cuda() -> anyhow::Result<candle_core::Device> {
     let dev = candle_core::Device::new_cuda(0)
         .context("cannot open CUDA device 0 (build with `cargo xtask ... --cuda`)")?;
+    // NMOCO_CUDA_POOL_RETAIN=0 keeps the driver's default (release freed memory at every sync).
     #[cfg(feature = "cuda")]
-    if !nmoco_snn::cuda_retain_pool_memory(&dev).context("configuring the CUDA memory pool")? {
+    if std::env::var("NMOCO_CUDA_POOL_RETAIN").as_deref() == Ok("0") {
+        tracing::info!("CUDA memory pool: driver default (NMOCO_CUDA_POOL_RETAIN=0)");
+    } else if !nmoco_snn::cuda_retain_pool_memory(&dev)
+        .context("configuring the CUDA memory pool")?
+    {
         tracing::warn!("CUDA device 0 has no memory pools: every allocation goes to the driver");
     }
     Ok(dev)
