@@ -291,7 +291,7 @@ impl Default for PretrainConfig {
         data.augment.translate_px = 2;
         Self {
             run: RunConfig {
-                name: "synthetic".into(),
+                name: "pretrain".into(),
                 epochs: 16,
                 ..RunConfig::default()
             },

@@ -11,11 +11,14 @@ use nmoco_eval::checkpoint::{EncoderCheckpoint, check_compatible, locate};
 use nmoco_eval::{FinetuneConfig, ProbeConfig};
 use serde::{Deserialize, Serialize};
 
+/// Where the default `nmoco pretrain` (no `--config`) writes its run: the default checkpoint.
+pub const DEFAULT_CHECKPOINT: &str = "runs/pretrain";
+
 /// Arguments common to the evaluation commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     /// A run folder (runs/<name>), a checkpoint folder, or an encoder safetensors file
-    #[arg(long, default_value = "runs/pretrain")]
+    #[arg(long, default_value = DEFAULT_CHECKPOINT)]
     pub checkpoint: PathBuf,
     /// Evaluation config (TOML with optional [data], [probe], [finetune] tables and `seed`);
     /// without [data], the checkpoint's own data config is used
@@ -183,4 +186,16 @@ pub fn print_table(rows: &[Row], chance: f64) {
         );
     }
     println!("(chance: {:.1}%)", 100.0 * chance);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_checkpoint_is_where_the_default_pretraining_writes() {
+        let cfg = nmoco_train::PretrainConfig::default();
+        assert_eq!(
+            cfg.run_dir(),
+            std::path::Path::new(super::DEFAULT_CHECKPOINT)
+        );
+    }
 }
