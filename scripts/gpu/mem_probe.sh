@@ -21,7 +21,9 @@ probe() {
   local steps; steps=$(grep -c '"kind":"step"' runs/$name/metrics.jsonl 2>/dev/null)
   echo "$name rc=$rc steps=${steps:-0} mem(MiB, every 1 s): $(awk 'NR%5==1' "$OUT/mem_$name.txt" | tr '\n' ' ')"
 }
-probe r18_t16_128 --config configs/dvs128gesture_sew18.toml
-probe r18_t16_128_infonce --config configs/dvs128gesture_sew18.toml --set 'moco.loss="infonce"'
-probe small_t16_128 --set data.frames.t=16 --set data.frames.height=128 --set data.frames.width=128
-probe r18_t4_32 --set 'model.preset="sew_resnet18"'
+want() { [ -z "${PROBES:-}" ] || [[ " $PROBES " == *" $1 "* ]]; }
+want r18_t16_128 && probe r18_t16_128 --config configs/dvs128gesture_sew18.toml
+want r18_t16_128_infonce && probe r18_t16_128_infonce --config configs/dvs128gesture_sew18.toml --set 'moco.loss="infonce"'
+want small_t16_128 && probe small_t16_128 --set data.frames.t=16 --set data.frames.height=128 --set data.frames.width=128
+want r18_t4_32 && probe r18_t4_32 --set 'model.preset="sew_resnet18"'
+true

@@ -93,11 +93,11 @@ impl Optimizer {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = if scale != 1.0 {
-                (g * scale)?
-            } else {
-                g.clone()
-            };
+            // candle leaves a variable's gradient attached to the graph that produced it (e.g.
+            // a weight gradient computed from the layer's input activation). Detach it, or the
+            // momentum / moment buffers kept in `state` hold every step's activations alive.
+            let g = g.detach();
+            let g = if scale != 1.0 { (g * scale)? } else { g };
             let p = var.as_detached_tensor();
             match hp.kind {
                 OptimKind::Sgd => {
@@ -215,6 +215,29 @@ mod tests {
 
     fn val(w: &Var) -> Vec<f32> {
         w.as_tensor().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn state_buffers_never_hold_the_autograd_graph() {
+        // The weight's gradient depends on an activation that is itself the output of a graph
+        // (h = relu(x·a)); candle leaves it attached. The optimizer state must not keep it.
+        let dev = Device::Cpu;
+        let a = Var::from_slice(&[0.5f32, -1.0, 2.0, 0.25], (2, 2), &dev).unwrap();
+        let w = Var::from_slice(&[1.0f32, 2.0], (2, 1), &dev).unwrap();
+        let x = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0], (2, 2), &dev).unwrap();
+        let h = x.matmul(a.as_tensor()).unwrap().relu().unwrap();
+        let loss = h.matmul(w.as_tensor()).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        for kind in [OptimKind::Sgd, OptimKind::AdamW] {
+            let mut opt = Optimizer::new(
+                vec![("a".into(), a.clone()), ("w".into(), w.clone())],
+                hp(kind),
+            );
+            opt.step(&grads, 0.1, None).unwrap();
+            for (k, t) in opt.state() {
+                assert!(!t.track_op(), "{kind:?} state {k} is attached to the graph");
+            }
+        }
     }
 
     #[test]
