@@ -9,13 +9,9 @@
 # Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`): gpubin/{nmoco,gpu_check}.xz
 # and the wheels in .whl/ (spikingjelly 2.0.0, loguru, spikingjelly 0.0.0.0.14). Writes under $OUT.
 set -u
-OUT=${OUT:-/tmp/nmoco-gpu-out}
-mkdir -p "$OUT"
+source "$(dirname "$0")/env.sh" nmoco gpu_check
 log() { echo "== $(date +%T) $*"; }
-site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
-export LD_LIBRARY_PATH="$site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
-mkdir -p /tmp/bin && for b in nmoco gpu_check; do xz -dc "gpubin/$b.xz" > "/tmp/bin/$b" && chmod +x "/tmp/bin/$b"; done
 
 log "gpu_check"
 timeout 200 /tmp/bin/gpu_check --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"

@@ -3,11 +3,7 @@
 # (docs/benchmarks.md, "Open problem"): a few short --cuda pre-training runs on the synthetic set,
 # device memory sampled every 200 ms. Needs gpubin/nmoco.xz.
 set -u
-OUT=${OUT:-/tmp/nmoco-gpu-out}
-mkdir -p "$OUT" /tmp/bin
-site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
-export LD_LIBRARY_PATH="$site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
-xz -dc gpubin/nmoco.xz > /tmp/bin/nmoco && chmod +x /tmp/bin/nmoco
+source "$(dirname "$0")/env.sh" nmoco
 /tmp/bin/nmoco make-synthetic > /dev/null 2>&1
 probe() {
   local name=$1; shift

@@ -3,11 +3,7 @@
 # configs/dvs128gesture_sew18.toml), fed by the synthetic set (it has Gesture's layout), with K
 # lowered to fit its 420 training samples. Needs gpubin/nmoco.xz (see scripts/gpu/check.sh).
 set -u
-OUT=${OUT:-/tmp/nmoco-gpu-out}
-mkdir -p "$OUT" /tmp/bin
-site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
-export LD_LIBRARY_PATH="$site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
-xz -dc gpubin/nmoco.xz > /tmp/bin/nmoco && chmod +x /tmp/bin/nmoco
+source "$(dirname "$0")/env.sh" nmoco
 /tmp/bin/nmoco make-synthetic > "$OUT/synth.log" 2>&1 || { tail "$OUT/synth.log"; exit 1; }
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$OUT/gpu_mem.txt" &
 smi=$!

@@ -381,11 +381,24 @@ fn main() -> Result<()> {
             bytes: bytes_per_elem * e,
         });
     };
+    let fwd = |x: &Tensor| lif_multistep(x, &cfg).map(|_| ());
+    let fwd_bwd = |x: &Tensor, g: &Tensor| {
+        lif_multistep(x, &cfg)?;
+        lif_multistep_bwd(x, g, &cfg).map(|_| ())
+    };
+    // Forward + backward through candle's autograd, with the loss sum(s * g).
+    let autograd = |xv: &Var, step: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+        let grads = (step(xv.as_tensor())? * &g)?.sum_all()?.backward()?;
+        grads
+            .get(xv.as_tensor())
+            .map(|_| ())
+            .ok_or_else(|| candle_core::Error::msg("no grad"))
+    };
     // First with the driver's default pool behaviour (freed memory released at every sync),
     // then with the pool keeping it, as the trainer runs.
     let ms = median_ms(&dev, reps, || x.copy().map(|_| ()))?;
     push("copy_dtod_f32_pool_release", 8.0, ms);
-    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    let ms = median_ms(&dev, reps, || fwd(&x))?;
     push("fused_fwd_f32_pool_release", 8.0, ms);
     #[cfg(feature = "cuda")]
     println!(
@@ -396,33 +409,20 @@ fn main() -> Result<()> {
     push("copy_dtod_f32", 8.0, ms);
     let ms = median_ms(&dev, reps, || x.affine(1.0, 0.0).map(|_| ()))?;
     push("copy_kernel_f32 (affine)", 8.0, ms);
-    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    let ms = median_ms(&dev, reps, || fwd(&x))?;
     push("fused_fwd_f32", 8.0, ms);
-    let ms = median_ms(&dev, reps, || {
-        lif_multistep(&x, &cfg)?;
-        lif_multistep_bwd(&x, &g, &cfg).map(|_| ())
-    })?;
+    let ms = median_ms(&dev, reps, || fwd_bwd(&x, &g))?;
     push("fused_fwd_bwd_f32", 20.0, ms);
     let ms = median_ms(&dev, reps, || lif_multistep_bwd(&x, &g, &cfg).map(|_| ()))?;
     push("fused_bwd_f32", 12.0, ms);
     set_static_t(false);
-    let ms = median_ms(&dev, reps, || lif_multistep(&x, &cfg).map(|_| ()))?;
+    let ms = median_ms(&dev, reps, || fwd(&x))?;
     push("fused_fwd_f32_anyT", 8.0, ms);
-    let ms = median_ms(&dev, reps, || {
-        lif_multistep(&x, &cfg)?;
-        lif_multistep_bwd(&x, &g, &cfg).map(|_| ())
-    })?;
+    let ms = median_ms(&dev, reps, || fwd_bwd(&x, &g))?;
     push("fused_fwd_bwd_f32_anyT", 20.0, ms);
     set_static_t(true);
     let xv = Var::from_tensor(&x)?;
-    let ms = median_ms(&dev, reps, || {
-        let s = lif_multistep(xv.as_tensor(), &cfg)?;
-        let grads = (s * &g)?.sum_all()?.backward()?;
-        grads
-            .get(xv.as_tensor())
-            .map(|_| ())
-            .ok_or_else(|| candle_core::Error::msg("no grad"))
-    })?;
+    let ms = median_ms(&dev, reps, || autograd(&xv, &|x| lif_multistep(x, &cfg)))?;
     push("fused_fwd_bwd_f32_autograd", 20.0, ms);
     // What candle's autograd adds around the op: the loss sum(s * g) and its backward.
     let s_fixed = lif_multistep(&x, &cfg)?;
@@ -430,12 +430,7 @@ fn main() -> Result<()> {
     push("loss_mul_sum_only_f32", 8.0, ms);
     drop(s_fixed);
     let ms = median_ms(&dev, reps.min(5), || {
-        let s = lif_multistep_ref(xv.as_tensor(), &cfg)?;
-        let grads = (s * &g)?.sum_all()?.backward()?;
-        grads
-            .get(xv.as_tensor())
-            .map(|_| ())
-            .ok_or_else(|| candle_core::Error::msg("no grad"))
+        autograd(&xv, &|x| lif_multistep_ref(x, &cfg))
     })?;
     push("reference_fwd_bwd_f32_autograd", 20.0, ms);
     drop(xv);
@@ -444,12 +439,9 @@ fn main() -> Result<()> {
         let gb = g.to_dtype(DType::BF16)?;
         let ms = median_ms(&dev, reps, || xb.copy().map(|_| ()))?;
         push("copy_dtod_bf16", 4.0, ms);
-        let ms = median_ms(&dev, reps, || lif_multistep(&xb, &cfg).map(|_| ()))?;
+        let ms = median_ms(&dev, reps, || fwd(&xb))?;
         push("fused_fwd_bf16", 4.0, ms);
-        let ms = median_ms(&dev, reps, || {
-            lif_multistep(&xb, &cfg)?;
-            lif_multistep_bwd(&xb, &gb, &cfg).map(|_| ())
-        })?;
+        let ms = median_ms(&dev, reps, || fwd_bwd(&xb, &gb))?;
         push("fused_fwd_bwd_bf16", 10.0, ms);
     }
     // Sanity: a reduction over the bench output, so nothing above is optimised away or unwritten.
