@@ -1,5 +1,6 @@
 //! Bulk decode throughput per format on 10 M events written by the crate's own writers, next to
-//! a plain copy of the same bytes (the memory-bandwidth ceiling).
+//! a plain copy of the same bytes (the memory-bandwidth ceiling); then `decode_into` alone on
+//! 300 k events (`<format>-300k`), a file size whose columns stay in the cache.
 //!
 //! `cargo bench -p nmoco-events --bench decode`. Throughput is in bytes of the encoded file;
 //! events/s = bytes/s × events / file bytes (the bench prints both sizes).
@@ -10,18 +11,21 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nmoco_events::{Compression, Event, Events, Format, ReadOptions, Recording, decode_into};
 
 const N: usize = 10_000_000;
+/// A file of N-Caltech101 size, whose decoded columns (3.9 MB) stay in the cache: the path
+/// with ordinary stores (see `nmoco_events`' `fast` module).
+const N_SMALL: usize = 300_000;
 
-/// 10 M events with monotone timestamps spread over 0..2^23 µs (so the N-binary file needs no
+/// `n` events with monotone timestamps spread over 0..2^23 µs (so the N-binary file needs no
 /// overflow records, like tonic's synthetic anchor file), x and y uniform in 0..128.
-fn events() -> Events {
+fn events(n: usize) -> Events {
     let mut s: u64 = 0x1234_5678;
-    (0..N)
+    (0..n)
         .map(|i| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
             Event {
-                t: (i as i64 * ((1 << 23) - 1)) / N as i64,
+                t: (i as i64 * ((1 << 23) - 1)) / n as i64,
                 x: ((s >> 8) % 128) as u16,
                 y: ((s >> 24) % 128) as u16,
                 on: s >> 63 == 1,
@@ -31,7 +35,7 @@ fn events() -> Events {
 }
 
 fn bench(c: &mut Criterion) {
-    let ev = events();
+    let ev = events(N);
     let cases: Vec<(&str, Format, Vec<u8>)> = {
         let mut v = Vec::new();
         for f in [Format::NBin, Format::Aedat2, Format::Aedat31] {
@@ -75,6 +79,25 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let r = nmoco_events::decode_bytes(black_box(bytes), &opts).unwrap();
                 black_box(r.events.len());
+            })
+        });
+        g.finish();
+    }
+    let ev = events(N_SMALL);
+    for f in [Format::NBin, Format::Aedat2, Format::Aedat31] {
+        let mut bytes = Vec::new();
+        nmoco_events::write(&mut bytes, f, &ev, None).unwrap();
+        let mut g = c.benchmark_group(format!("{}-300k", f.name()));
+        g.sample_size(20);
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        let opts = ReadOptions::with_format(f);
+        let mut rec = Recording::default();
+        decode_into(&bytes, f, &opts, &mut rec).unwrap();
+        assert_eq!(rec.events.len(), N_SMALL);
+        g.bench_function("decode_reuse", |b| {
+            b.iter(|| {
+                decode_into(black_box(&bytes), f, &opts, &mut rec).unwrap();
+                black_box(rec.events.len());
             })
         });
         g.finish();

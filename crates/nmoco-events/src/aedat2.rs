@@ -30,8 +30,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::core::{
-    Core, Line, Meta, Step, append_records, check_magic, chip_sensor, header_line, reserve,
-    short_tail, truncate,
+    Core, Line, Meta, Step, check_magic, chip_sensor, header_line, reserve, short_tail,
 };
 use crate::error::{Error, Result};
 use crate::format::{Aedat2Layout, Dvs128Polarity, Format, ReadOptions};
@@ -151,38 +150,13 @@ impl Core for Decoder {
 
 impl Decoder {
     fn dvs128(&self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
-        let n = recs.len() / RECORD;
-        let flip = !self.polarity_on_bit0;
-        // Special words have bit 31 (byte 0, bit 7) or bit 15 (byte 2, bit 7) set. Decode
-        // optimistically; if any is present (rare), redo this block filtering them out.
-        let len0 = out.t.len();
-        let watch = !self.keep_special;
-        let flagged = append_records(out, recs, RECORD, |r| {
-            (
-                word(r, 4) as i64,
-                ((r[3] >> 1) & 0x7F) as u16,
-                (r[2] & 0x7F) as u16,
-                (r[3] & 1 != 0) ^ flip,
-                watch & ((r[0] | r[2]) & 0x80 != 0),
-            )
-        });
-        if !flagged {
-            return;
-        }
-        truncate(out, len0);
-        reserve(out, n);
-        let mut special = 0u64;
-        for r in recs.chunks_exact(RECORD) {
-            if (r[0] | r[2]) & 0x80 != 0 {
-                special += 1;
-                continue;
-            }
-            out.t.push(word(r, 4) as i64);
-            out.x.push(((r[3] >> 1) & 0x7F) as u16);
-            out.y.push((r[2] & 0x7F) as u16);
-            out.on.push((r[3] & 1 != 0) ^ flip);
-        }
-        meta.skip("special", special);
+        // Special words have bit 31 (byte 0, bit 7) or bit 15 (byte 2, bit 7) set. They are
+        // rare: decode optimistically, filtering only the blocks that hold one.
+        let mut k = Dvs128 {
+            flip: !self.polarity_on_bit0,
+            watch: !self.keep_special,
+        };
+        crate::fast::append(out, recs, &mut k, meta);
     }
 
     fn davis(&self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
@@ -212,6 +186,64 @@ impl Decoder {
         }
         meta.skip("imu", imu);
         meta.skip("aps", aps);
+        meta.skip("special", special);
+    }
+}
+
+/// The DVS128 record decoder for [`crate::fast`].
+#[derive(Clone, Copy)]
+struct Dvs128 {
+    /// `on = bit0 == 0` (jAER polarity sense).
+    flip: bool,
+    /// Flag (and filter out) special words.
+    watch: bool,
+}
+
+impl crate::fast::Records for Dvs128 {
+    const SIZE: usize = RECORD;
+
+    #[inline(always)]
+    fn scalar(&self, r: &[u8]) -> (i64, u16, u16, bool, bool) {
+        (
+            word(r, 4) as i64,
+            ((r[3] >> 1) & 0x7F) as u16,
+            (r[2] & 0x7F) as u16,
+            (r[3] & 1 != 0) ^ self.flip,
+            self.watch & ((r[0] | r[2]) & 0x80 != 0),
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn simd_available(&self) -> bool {
+        crate::fast::x86::has_avx512bw()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
+        // SAFETY: forwarded from the trait method's contract (AVX-512 F/BW checked by
+        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
+        unsafe {
+            if nt_t {
+                crate::fast::x86::aedat2_dvs128::<true>(recs, c, self.flip, self.watch)
+            } else {
+                crate::fast::x86::aedat2_dvs128::<false>(recs, c, self.flip, self.watch)
+            }
+        }
+    }
+
+    fn filter(&mut self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
+        reserve(out, recs.len() / RECORD);
+        let mut special = 0u64;
+        for r in recs.chunks_exact(RECORD) {
+            if (r[0] | r[2]) & 0x80 != 0 {
+                special += 1;
+                continue;
+            }
+            out.t.push(word(r, 4) as i64);
+            out.x.push(((r[3] >> 1) & 0x7F) as u16);
+            out.y.push((r[2] & 0x7F) as u16);
+            out.on.push((r[3] & 1 != 0) ^ self.flip);
+        }
         meta.skip("special", special);
     }
 }

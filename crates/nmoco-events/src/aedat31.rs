@@ -318,40 +318,41 @@ fn decode_polarity(
     out: &mut Events,
     meta: &mut Meta,
 ) {
-    let n = bytes.len() / p.stride;
     let (stride, tso, ovf) = (p.stride, p.ts_offset, p.overflow);
-    // Decode optimistically; if any event is invalid (rare), redo this block filtering them.
-    let len0 = out.t.len();
     let watch = !keep_invalid;
-    let flagged = if stride == 8 && tso == 4 {
-        append_records(out, bytes, 8, |r| {
-            let d = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            let t = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-            (
-                ovf | t as i64,
-                ((d >> 17) & 0x7FFF) as u16,
-                ((d >> 2) & 0x7FFF) as u16,
-                d & 2 != 0,
-                watch & (d & 1 == 0),
-            )
-        })
-    } else {
-        append_records(out, bytes, stride, |r| {
-            let d = le32(r, 0);
-            (
-                ovf | le32(r, tso) as i64,
-                ((d >> 17) & 0x7FFF) as u16,
-                ((d >> 2) & 0x7FFF) as u16,
-                d & 2 != 0,
-                watch & (d & 1 == 0),
-            )
-        })
-    };
-    if !flagged {
+    // Invalid events are rare: decode optimistically, filtering only the blocks that hold one.
+    if stride == 8 && tso == 4 {
+        crate::fast::append(out, bytes, &mut Polarity8 { ovf, watch }, meta);
         return;
     }
-    truncate(out, len0);
-    reserve(out, n);
+    let len0 = out.t.len();
+    let flagged = append_records(out, bytes, stride, |r| {
+        let d = le32(r, 0);
+        (
+            ovf | le32(r, tso) as i64,
+            ((d >> 17) & 0x7FFF) as u16,
+            ((d >> 2) & 0x7FFF) as u16,
+            d & 2 != 0,
+            watch & (d & 1 == 0),
+        )
+    });
+    if flagged {
+        truncate(out, len0);
+        filter_invalid(bytes, stride, tso, ovf, out, meta);
+    }
+}
+
+/// Appends the valid events of `bytes` (events of `stride` bytes, timestamp at `tso`) and
+/// counts the invalid ones.
+fn filter_invalid(
+    bytes: &[u8],
+    stride: usize,
+    tso: usize,
+    ovf: i64,
+    out: &mut Events,
+    meta: &mut Meta,
+) {
+    reserve(out, bytes.len() / stride);
     let mut invalid = 0u64;
     for r in bytes.chunks_exact(stride) {
         let d = le32(r, 0);
@@ -365,6 +366,55 @@ fn decode_polarity(
         out.on.push(d & 2 != 0);
     }
     meta.skip("invalid", invalid);
+}
+
+/// The decoder of polarity events of 8 bytes with the timestamp at offset 4 (the format's
+/// layout) for [`crate::fast`].
+#[derive(Clone, Copy)]
+struct Polarity8 {
+    /// `eventTSOverflow << 31`.
+    ovf: i64,
+    /// Flag (and filter out) invalid events.
+    watch: bool,
+}
+
+impl crate::fast::Records for Polarity8 {
+    const SIZE: usize = 8;
+
+    #[inline(always)]
+    fn scalar(&self, r: &[u8]) -> (i64, u16, u16, bool, bool) {
+        let d = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let t = u32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        (
+            self.ovf | t as i64,
+            ((d >> 17) & 0x7FFF) as u16,
+            ((d >> 2) & 0x7FFF) as u16,
+            d & 2 != 0,
+            self.watch & (d & 1 == 0),
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn simd_available(&self) -> bool {
+        crate::fast::x86::has_avx512bw()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
+        // SAFETY: forwarded from the trait method's contract (AVX-512 F/BW checked by
+        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
+        unsafe {
+            if nt_t {
+                crate::fast::x86::aedat31_polarity8::<true>(recs, c, self.ovf, self.watch)
+            } else {
+                crate::fast::x86::aedat31_polarity8::<false>(recs, c, self.ovf, self.watch)
+            }
+        }
+    }
+
+    fn filter(&mut self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
+        filter_invalid(recs, 8, 4, self.ovf, out, meta);
+    }
 }
 
 fn unrepr(index: usize, field: &'static str, value: i64, reason: &'static str) -> Error {

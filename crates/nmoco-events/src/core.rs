@@ -25,6 +25,10 @@ pub(crate) enum Step {
 pub(crate) struct Meta {
     pub sensor: Option<SensorSize>,
     pub skipped: Skipped,
+    /// The size of the whole input when it is decoded at once ([`decode_all`]), from which
+    /// [`crate::fast`] decides whether the output is large enough for non-temporal stores;
+    /// 0 for the streaming reader.
+    pub whole_input: usize,
 }
 
 impl Meta {
@@ -119,6 +123,18 @@ impl Core for AnyCore {
 
 /// Runs a core over a whole in-memory file.
 pub(crate) fn decode_all(
+    core: &mut impl Core,
+    data: &[u8],
+    out: &mut Events,
+    meta: &mut Meta,
+) -> Result<()> {
+    meta.whole_input = data.len();
+    let res = decode_all_inner(core, data, out, meta);
+    meta.whole_input = 0;
+    res
+}
+
+fn decode_all_inner(
     core: &mut impl Core,
     data: &[u8],
     out: &mut Events,

@@ -20,6 +20,11 @@
 //! Bad input never panics and never allocates from an unchecked length: every error is a typed
 //! [`Error`] carrying the byte offset and the offending value.
 //!
+//! On x86_64 CPUs with AVX-512, N-binary, AEDAT 2.0 (DVS128) and AEDAT 3.1 records are decoded
+//! by SIMD kernels, and large whole-file decodes write their columns with non-temporal stores
+//! (see the crate-private `fast` module for why); the output is identical to the scalar path,
+//! which every other CPU uses.
+//!
 //! ```
 //! # fn main() -> Result<(), nmoco_events::Error> {
 //! use nmoco_events::{Event, Events, Format};
@@ -39,6 +44,7 @@ pub mod aedat4;
 mod core;
 mod error;
 mod events;
+mod fast;
 mod format;
 pub mod nbin;
 mod reader;
@@ -132,6 +138,7 @@ pub fn decode_into(
     let mut meta = core::Meta {
         sensor: None,
         skipped: std::mem::take(&mut rec.skipped),
+        whole_input: 0,
     };
     let mut c = core::AnyCore::new(format, opts);
     let res = core::decode_all(&mut c, bytes, &mut rec.events, &mut meta);

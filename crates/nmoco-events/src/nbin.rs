@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::core::{Core, Meta, Step, append_records, short_tail, truncate};
+use crate::core::{Core, Meta, Step, append_records, short_tail};
 use crate::error::{Error, Result};
 use crate::format::{Format, NbinOverflow, ReadOptions};
 use crate::{Events, SensorSize};
@@ -32,6 +32,7 @@ const T_MASK: i64 = (1 << 23) - 1;
 /// The writer refuses gaps that would need more overflow records than this (80 MiB of markers).
 const MAX_MARKERS_PER_GAP: i64 = 1 << 24;
 
+#[derive(Clone, Copy)]
 pub(crate) struct Decoder {
     increment: Option<i64>,
     base: i64,
@@ -67,51 +68,71 @@ impl Core for Decoder {
         if n == 0 {
             return short_tail(buf, RECORD, eof, self.allow_partial, offset, meta);
         }
-        let recs = &buf[..n * RECORD];
-        let len0 = out.t.len();
-        let base = self.base;
-        let watch = self.increment.is_some();
-        let flagged = append_records(out, recs, RECORD, |r| {
-            let t = base + raw_t(r);
-            (
-                t,
-                r[0] as u16,
-                r[1] as u16,
-                r[2] & 0x80 != 0,
-                watch & (r[1] == OVERFLOW_Y),
-            )
-        });
-        if flagged {
-            // Overflow markers present: decode again run by run between the markers.
-            truncate(out, len0);
-            let inc = self.increment.unwrap_or(0);
-            let mut rest = recs;
-            let mut markers = 0u64;
-            while !rest.is_empty() {
-                let run = rest
-                    .chunks_exact(RECORD)
-                    .position(|r| r[1] == OVERFLOW_Y)
-                    .unwrap_or(rest.len() / RECORD);
-                let base = self.base;
-                append_records(out, &rest[..run * RECORD], RECORD, |r| {
-                    (
-                        base + raw_t(r),
-                        r[0] as u16,
-                        r[1] as u16,
-                        r[2] & 0x80 != 0,
-                        false,
-                    )
-                });
-                rest = &rest[run * RECORD..];
-                if !rest.is_empty() {
-                    self.base += inc;
-                    markers += 1;
-                    rest = &rest[RECORD..];
-                }
-            }
-            meta.skip("overflow", markers);
-        }
+        crate::fast::append(out, &buf[..n * RECORD], self, meta);
         Ok(Step::Progress(n * RECORD))
+    }
+}
+
+impl crate::fast::Records for Decoder {
+    const SIZE: usize = RECORD;
+
+    #[inline(always)]
+    fn scalar(&self, r: &[u8]) -> (i64, u16, u16, bool, bool) {
+        (
+            self.base + raw_t(r),
+            r[0] as u16,
+            r[1] as u16,
+            r[2] & 0x80 != 0,
+            self.increment.is_some() & (r[1] == OVERFLOW_Y),
+        )
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn simd_available(&self) -> bool {
+        crate::fast::x86::has_avx512vbmi()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
+        // SAFETY: forwarded from the trait method's contract (VBMI checked by
+        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
+        unsafe {
+            if nt_t {
+                crate::fast::x86::nbin::<true>(recs, c, self.base, self.increment.is_some())
+            } else {
+                crate::fast::x86::nbin::<false>(recs, c, self.base, self.increment.is_some())
+            }
+        }
+    }
+
+    /// Decodes run by run between the overflow markers, each adding the increment to the base.
+    fn filter(&mut self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
+        let inc = self.increment.unwrap_or(0);
+        let mut rest = recs;
+        let mut markers = 0u64;
+        while !rest.is_empty() {
+            let run = rest
+                .chunks_exact(RECORD)
+                .position(|r| r[1] == OVERFLOW_Y)
+                .unwrap_or(rest.len() / RECORD);
+            let base = self.base;
+            append_records(out, &rest[..run * RECORD], RECORD, |r| {
+                (
+                    base + raw_t(r),
+                    r[0] as u16,
+                    r[1] as u16,
+                    r[2] & 0x80 != 0,
+                    false,
+                )
+            });
+            rest = &rest[run * RECORD..];
+            if !rest.is_empty() {
+                self.base += inc;
+                markers += 1;
+                rest = &rest[RECORD..];
+            }
+        }
+        meta.skip("overflow", markers);
     }
 }
 
