@@ -502,6 +502,23 @@ pub fn batch_norm_train(
     Ok((y, stats.get(0)?, stats.get(1)?))
 }
 
+/// The batch statistics of training-mode batch norm over every dim but 1 of `[N, C, H, W]`:
+/// `(mean [C], var_biased [C])`, detached, computed exactly as [`batch_norm_train`] does (one
+/// fused multi-threaded pass on CPU f32; plain ops elsewhere). For callers that fuse the
+/// normalisation into the next op (e.g. `nmoco_snn::bn_lif_multistep`).
+pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (_, c, _) = ncs("batch_stats", x.dims())?;
+    if !is_cpu_f32(&[x]) {
+        let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let x = x.detach();
+        let mean = x.mean_keepdim(dims.clone())?;
+        let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(dims)?;
+        return Ok((mean.reshape(c)?, var.reshape(c)?));
+    }
+    let stats = x.contiguous()?.apply_op1_no_bwd(&StatsOp)?;
+    Ok((stats.get(0)?, stats.get(1)?))
+}
+
 /// Inference batch norm with running statistics, fused into one scale-and-shift
 /// pass: `y = (x - mean)/sqrt(var + eps)·gamma + beta`; autograd-aware for all
 /// tensor arguments.

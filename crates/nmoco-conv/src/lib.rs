@@ -49,7 +49,7 @@ mod util;
 
 pub use bn::{
     batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
-    channel_affine, unbiased_var,
+    batch_stats, channel_affine, unbiased_var,
 };
 pub use conv::{
     conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, fold_batch_norm,

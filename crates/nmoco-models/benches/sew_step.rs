@@ -5,7 +5,7 @@
 //! `cargo bench -p nmoco-models --bench sew_step` prints JSON lines. Environment knobs:
 //! `SEW_REPS` (timed steps, default 3), `SEW_WARMUP` (default 1), `SEW_T`, `SEW_B`, `SEW_HW`
 //! (default 8, 16, 64), `SEW_PROFILE=0` to skip the per-layer profile, `SEW_NEURON=reference`
-//! for the plain-op neuron.
+//! for the plain-op neuron, `SEW_FUSE_BN=0` for batch norm and LIF as separate ops.
 //!
 //! The profile rebuilds every layer of the network standalone at its exact input shape and
 //! times its forward and its backward (of `sum(y · g)` for a fixed random `g`) separately, so the
@@ -204,6 +204,9 @@ fn profile(
 
 fn main() -> Result<()> {
     let dev = Device::Cpu;
+    if std::env::var("SEW_FUSE_BN").as_deref() == Ok("0") {
+        nmoco_models::set_bn_lif_fusion(false);
+    }
     let reps = env_usize("SEW_REPS", 3).max(1);
     let warmup = env_usize("SEW_WARMUP", 1);
     let (t, b, hw) = (

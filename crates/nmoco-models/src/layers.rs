@@ -11,7 +11,7 @@
 
 use candle_core::{D, DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use nmoco_snn::{MultiStepNeuron, NeuronConfig};
+use nmoco_snn::{MultiStepNeuron, NeuronConfig, NeuronImpl, NeuronKind};
 
 use crate::error::ModelError;
 
@@ -236,23 +236,10 @@ impl BatchNorm {
         let spatial = dims[2..].iter().product::<usize>();
         let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
         let y = if train {
-            let n = dims[0] * spatial;
-            if n < 2 {
-                return Err(bad_input(
-                    "batch_norm",
-                    x,
-                    "train mode needs more than one value per channel".into(),
-                ));
-            }
+            self.check_train_count(x, dims[0] * spatial)?;
             let (y, mean, var) =
                 nmoco_conv::batch_norm_train(&x4, &self.weight, &self.bias, self.eps)?;
-            let m = self.momentum;
-            let mean = mean.detach().flatten_all()?;
-            let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
-            let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (mean * m)?)?;
-            let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (unbiased * m)?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            self.update_running(&mean, &var, dims[0] * spatial)?;
             y
         } else {
             nmoco_conv::batch_norm_eval(
@@ -265,6 +252,88 @@ impl BatchNorm {
             )?
         };
         y.reshape(dims)
+    }
+}
+
+static BN_LIF_FUSION: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the fused training batch norm + IF/LIF op on or off process-wide (on by default; see
+/// [`BatchNorm::forward_train_spiking`]). Results are the same either way (tested); meant for
+/// benchmarks and debugging.
+pub fn set_bn_lif_fusion(enabled: bool) {
+    BN_LIF_FUSION.store(enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the fused batch norm + IF/LIF op is enabled (see [`set_bn_lif_fusion`]).
+pub fn bn_lif_fusion() -> bool {
+    BN_LIF_FUSION.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+impl BatchNorm {
+    fn check_train_count(&self, x: &Tensor, n: usize) -> Result<()> {
+        if n < 2 {
+            return Err(bad_input(
+                "batch_norm",
+                x,
+                "train mode needs more than one value per channel".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Running statistics update from the batch's mean and biased variance over `n` values
+    /// per channel (momentum, unbiased variance as PyTorch).
+    fn update_running(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let m = self.momentum;
+        let mean = mean.detach().flatten_all()?;
+        let unbiased = (var.detach().flatten_all()? * (n as f64 / (n as f64 - 1.0)))?;
+        let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (unbiased * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(())
+    }
+
+    /// Train-mode BN of a time-folded `x: [T·B, C, ...]` followed by the neuron `sn` over
+    /// `T = t`, returning the spikes (same layout). Fused into one op
+    /// ([`nmoco_snn::bn_lif_multistep`]: the normalised tensor is never written) for fused
+    /// IF/LIF neurons on CPU f32; otherwise BN then the neuron. Same results either way (the
+    /// neuron sees bit-identical inputs; gradients agree to rounding), same running-statistics
+    /// update.
+    pub fn forward_train_spiking(&self, x: &Tensor, sn: &Spiking, t: usize) -> Result<Tensor> {
+        let fused_cfg = sn.bn_fusable_config();
+        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        let (Some(cfg), true) = (fused_cfg, cpu_f32 && bn_lif_fusion()) else {
+            return sn.forward_folded(&self.forward(x, true)?, t);
+        };
+        let dims = x.dims().to_vec();
+        if dims.len() < 2 || dims[1] != self.channels {
+            return Err(bad_input(
+                "batch_norm",
+                x,
+                format!("expected [N, {}, ...]", self.channels),
+            ));
+        }
+        let spatial = dims[2..].iter().product::<usize>();
+        self.check_train_count(x, dims[0] * spatial)?;
+        let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
+        let (mean, var) = nmoco_conv::batch_stats(&x4)?;
+        self.update_running(&mean, &var, dims[0] * spatial)?;
+        let invstd: Vec<f64> = var
+            .to_vec1::<f32>()?
+            .iter()
+            .map(|&v| 1.0 / (f64::from(v) + self.eps).sqrt())
+            .collect();
+        let s = nmoco_snn::bn_lif_multistep(
+            &x4,
+            t,
+            &self.weight,
+            &self.bias,
+            &mean.to_vec1::<f32>()?,
+            &invstd,
+            cfg,
+        )?;
+        s.reshape(dims)
     }
 }
 
@@ -285,6 +354,12 @@ impl Spiking {
     /// Runs the neuron on `[T, ...]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.neuron.forward(x)
+    }
+
+    /// The config when the neuron can take a fused batch norm in front of it (fused IF/LIF).
+    pub fn bn_fusable_config(&self) -> Option<&NeuronConfig> {
+        let cfg = self.neuron.config();
+        (cfg.kind != NeuronKind::Plif && cfg.implementation == NeuronImpl::Fused).then_some(cfg)
     }
 
     /// Runs the neuron on a time-folded `[T·B, ...]` tensor and returns the same layout.

@@ -78,7 +78,8 @@ pub use config::{BackboneConfig, Connect, Downsample, SewConfig, SpikformerConfi
 pub use error::ModelError;
 pub use heads::{Classifier, ProjectionHead};
 pub use layers::{
-    BatchNorm, Conv2d, Linear, Spiking, global_avg_pool, max_pool_3x3_s2, seq_fold, seq_unfold,
+    BatchNorm, Conv2d, Linear, Spiking, bn_lif_fusion, global_avg_pool, max_pool_3x3_s2, seq_fold,
+    seq_unfold, set_bn_lif_fusion,
 };
 pub use nmoco_snn::NeuronConfig;
 pub use params::{

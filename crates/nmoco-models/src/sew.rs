@@ -42,7 +42,13 @@ impl ConvBnSn {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, t: usize, train: bool) -> Result<Tensor> {
-        self.sn.forward_folded(&self.conv_bn(x, train)?, t)
+        if train {
+            // BN fused into the neuron where it can be (see `BatchNorm::forward_train_spiking`).
+            return self
+                .bn
+                .forward_train_spiking(&self.conv.forward(x)?, &self.sn, t);
+        }
+        self.sn.forward_folded(&self.conv_bn(x, false)?, t)
     }
 
     /// Conv → BN. In eval mode the BN is folded into the convolution (weight and bias).

@@ -47,6 +47,6 @@ pub use cuda::{precompile as cuda_precompile, retain_pool_memory as cuda_retain_
 pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
 pub use neuron::{MultiStepNeuron, SingleStepNeuron};
-pub use ops::{lif_multistep, lif_multistep_bwd, plif_multistep};
+pub use ops::{bn_lif_multistep, lif_multistep, lif_multistep_bwd, plif_multistep};
 pub use reference::{lif_multistep_ref, plif_multistep_ref, spike_ref};
 pub use surrogate::Surrogate;
