@@ -7,9 +7,10 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +42,7 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    nmoco_alloc::configure();
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
     let mut filter =

@@ -14,9 +14,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 const B: usize = 128;
 const C: usize = 32;
@@ -74,6 +75,7 @@ fn theirs(x: &Tensor, k: &Tensor) -> Result<Tensor> {
 }
 
 fn bench_conv(c: &mut Criterion) {
+    nmoco_alloc::configure();
     let inp = inputs().expect("inputs");
     let mut grp = c.benchmark_group("conv3x3_128x32x64x64");
     grp.sample_size(10)
@@ -179,6 +181,7 @@ fn bn_fwd_bwd(inp: &Inputs, fused: bool) -> Result<Tensor> {
 }
 
 fn bench_bn(c: &mut Criterion) {
+    nmoco_alloc::configure();
     let inp = inputs().expect("inputs");
     let mut grp = c.benchmark_group("bn_train_128x32x64x64");
     grp.sample_size(10)

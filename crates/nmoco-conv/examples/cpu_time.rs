@@ -12,9 +12,10 @@ use nmoco_conv::SparseThresholds;
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 /// Process CPU time in clock ticks (1/100 s on Linux), if readable.
 fn cpu_ticks() -> Option<u64> {
@@ -43,6 +44,7 @@ fn time<R>(name: &str, iters: usize, mut f: impl FnMut() -> Result<R>) -> Result
 }
 
 fn main() -> Result<()> {
+    nmoco_alloc::configure();
     let dev = Device::Cpu;
     let what = std::env::args().nth(1).unwrap_or_else(|| "conv".into());
     let x = Var::randn(0f32, 1.0, (128, 32, 64, 64), &dev)?;

@@ -26,9 +26,10 @@ use nmoco_models::{
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -203,6 +204,7 @@ fn profile(
 }
 
 fn main() -> Result<()> {
+    nmoco_alloc::configure();
     let dev = Device::Cpu;
     if std::env::var("SEW_FUSE_BN").as_deref() == Ok("0") {
         nmoco_models::set_bn_lif_fusion(false);

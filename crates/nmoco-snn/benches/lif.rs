@@ -22,9 +22,10 @@ use rayon::prelude::*;
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 const T: usize = 16;
 const N: usize = 2 * 1024 * 1024;
@@ -37,6 +38,7 @@ fn inputs() -> candle_core::Result<(Tensor, Tensor)> {
 }
 
 fn bench(c: &mut Criterion) {
+    nmoco_alloc::configure();
     let (x, g) = inputs().expect("inputs");
     let cfg = NeuronConfig::default();
     let elems = (T * N) as u64;

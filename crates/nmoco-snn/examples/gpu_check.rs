@@ -29,9 +29,10 @@ use nmoco_snn::{
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
-/// whose page faults cost more than the op (docs/benchmarks.md, "allocator").
+/// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
+/// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 fn rand_vec(n: usize, lo: f32, hi: f32, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -202,6 +203,7 @@ struct Bench {
 }
 
 fn main() -> Result<()> {
+    nmoco_alloc::configure();
     let args: Vec<String> = std::env::args().collect();
     let arg = |k: &str| {
         args.iter()

@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 
 /// mimalloc, as the `nmoco` binary uses (see docs/benchmarks.md, "allocator").
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 const T: usize = 8;
 const B: usize = 16;
@@ -86,6 +86,7 @@ fn err(e: nmoco_train::Error) -> candle_core::Error {
 }
 
 fn main() -> Result<()> {
+    nmoco_alloc::configure();
     let dev = Device::Cpu;
     let reps = env_usize("MOCO_REPS", 5).max(1);
     let warmup = env_usize("MOCO_WARMUP", 1);
