@@ -52,7 +52,15 @@ impl LinearBnSn {
         let (tb, n, _) = x.dims3()?;
         let y = self.fc.forward(x)?;
         let d = y.dim(2)?;
-        let y = self.bn.forward(&y.reshape((tb * n, d))?, train)?;
+        if train {
+            // `[T·B·N, D]` rows in the same order as the neuron's `[T, B·N·D]`: BN fused into
+            // the neuron where it can be (see `BatchNorm::forward_train_spiking`).
+            let s = self
+                .bn
+                .forward_train_spiking(&y.reshape((tb * n, d))?, &self.sn, t)?;
+            return s.reshape((tb, n, d));
+        }
+        let y = self.bn.forward(&y.reshape((tb * n, d))?, false)?;
         self.sn.forward_folded(&y.reshape((tb, n, d))?, t)
     }
 }
