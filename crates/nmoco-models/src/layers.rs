@@ -224,22 +224,12 @@ impl BatchNorm {
 
     /// Normalises `[N, C, ...]`; see the type docs for train vs eval.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        if dims.len() < 2 || dims[1] != self.channels {
-            return Err(bad_input(
-                "batch_norm",
-                x,
-                format!("expected [N, {}, ...]", self.channels),
-            ));
-        }
-        // View as NCHW with H·W = product of the trailing dims.
-        let spatial = dims[2..].iter().product::<usize>();
-        let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
+        let (x4, count) = self.view_nchw(x)?;
         let y = if train {
-            self.check_train_count(x, dims[0] * spatial)?;
+            self.check_train_count(x, count)?;
             let (y, mean, var) =
                 nmoco_conv::batch_norm_train(&x4, &self.weight, &self.bias, self.eps)?;
-            self.update_running(&mean, &var, dims[0] * spatial)?;
+            self.update_running(&mean, &var, count)?;
             y
         } else {
             nmoco_conv::batch_norm_eval(
@@ -251,7 +241,7 @@ impl BatchNorm {
                 self.eps,
             )?
         };
-        y.reshape(dims)
+        y.reshape(x.shape())
     }
 }
 
@@ -270,6 +260,22 @@ pub fn bn_lif_fusion() -> bool {
 }
 
 impl BatchNorm {
+    /// `[N, C, ...]` viewed as NCHW with H·W = the product of the trailing dims, and the
+    /// number of values per channel.
+    fn view_nchw(&self, x: &Tensor) -> Result<(Tensor, usize)> {
+        let dims = x.dims();
+        if dims.len() < 2 || dims[1] != self.channels {
+            return Err(bad_input(
+                "batch_norm",
+                x,
+                format!("expected [N, {}, ...]", self.channels),
+            ));
+        }
+        let spatial = dims[2..].iter().product::<usize>();
+        let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
+        Ok((x4, dims[0] * spatial))
+    }
+
     fn check_train_count(&self, x: &Tensor, n: usize) -> Result<()> {
         if n < 2 {
             return Err(bad_input(
@@ -306,19 +312,10 @@ impl BatchNorm {
         let (Some(cfg), true) = (fused_cfg, cpu_f32 && bn_lif_fusion()) else {
             return sn.forward_folded(&self.forward(x, true)?, t);
         };
-        let dims = x.dims().to_vec();
-        if dims.len() < 2 || dims[1] != self.channels {
-            return Err(bad_input(
-                "batch_norm",
-                x,
-                format!("expected [N, {}, ...]", self.channels),
-            ));
-        }
-        let spatial = dims[2..].iter().product::<usize>();
-        self.check_train_count(x, dims[0] * spatial)?;
-        let x4 = x.reshape((dims[0], self.channels, spatial, 1))?;
+        let (x4, count) = self.view_nchw(x)?;
+        self.check_train_count(x, count)?;
         let (mean, var) = nmoco_conv::batch_stats(&x4)?;
-        self.update_running(&mean, &var, dims[0] * spatial)?;
+        self.update_running(&mean, &var, count)?;
         let invstd: Vec<f64> = var
             .to_vec1::<f32>()?
             .iter()
@@ -333,7 +330,7 @@ impl BatchNorm {
             &invstd,
             cfg,
         )?;
-        s.reshape(dims)
+        s.reshape(x.shape())
     }
 }
 
