@@ -11,3 +11,4 @@ pub mod make_synthetic;
 pub mod pretrain;
 pub mod show;
 pub mod tidy;
+pub mod wheel;

@@ -2,7 +2,7 @@
 //!
 //! User commands (`inspect`, `pretrain`, `linear-probe`, ...) forward to the `nmoco` binary
 //! (package `nmoco-cli`), built in release mode, with `--features cuda` when `--cuda` is given.
-//! Maintenance commands (`tidy`, `ci`, `gpu-build`) run here. This crate depends on no workspace
+//! Maintenance commands (`tidy`, `ci`, `gpu-build`, `wheel`) run here. This crate depends on no workspace
 //! crate, so it never compiles candle.
 
 mod commands;
@@ -41,6 +41,15 @@ enum Cmd {
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
     Ci,
+    /// Build the `nmoco_events` Python wheel (maturin, abi3 for CPython >= 3.9) into target/wheels
+    Wheel {
+        /// Python whose maturin builds it (`PY -m maturin`); default $NMOCO_PY, else `maturin`
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
+        /// Output folder for the wheel
+        #[arg(long, default_value = "target/wheels")]
+        out: std::path::PathBuf,
+    },
     /// Build `nmoco` with `--features cuda` here (no GPU needed): sources tools/cuda-env.sh
     GpuBuild {
         /// Extra arguments for `cargo build`
@@ -64,5 +73,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),
+        Cmd::Wheel { python, out } => commands::wheel::run(python, out),
     }
 }

@@ -1,0 +1,100 @@
+"""Frames against SpikingJelly's numpy integration functions: same values, byte for byte."""
+
+import numpy as np
+import pytest
+
+import nmoco_events as ne
+from conftest import random_events
+
+sj = pytest.importorskip("spikingjelly.datasets.utils")
+
+
+def sj_dict(ev):
+    return {"t": ev["t"], "x": ev["x"], "y": ev["y"], "p": ev["p"].astype(np.int64)}
+
+
+def assert_bytes_equal(ours, theirs):
+    assert ours.dtype == np.float32
+    assert ours.shape == theirs.shape
+    assert ours.tobytes() == theirs.astype(np.float32).tobytes()
+
+
+@pytest.mark.parametrize("n,T", [(20_000, 16), (1_001, 10), (7, 16), (500, 1)])
+def test_split_by_number_equals_spikingjelly(rng, n, T):
+    W, H = 34, 26
+    ev = random_events(rng, n, W, H, sort=False)  # file order, never re-sorted
+    ours = ne.to_frames(ev, T, "number", sensor_size=(W, H, 2))
+    theirs = sj.integrate_events_by_fixed_frames_number(sj_dict(ev), "number", T, H, W)
+    assert_bytes_equal(ours, theirs)
+    assert ours.sum() == n
+
+
+@pytest.mark.parametrize("T", [1, 5, 16])
+def test_split_by_time_equals_spikingjelly_on_sorted_input(rng, T):
+    W, H = 128, 128
+    ev = random_events(rng, 30_000, W, H, t_max=1_000_000)
+    ours = ne.to_frames(ev, T, "time", sensor_size=(W, H, 2))
+    theirs = sj.integrate_events_by_fixed_frames_number(sj_dict(ev), "time", T, H, W)
+    assert_bytes_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("duration", [10_000, 33_333, 250_000])
+def test_split_by_duration_equals_spikingjelly(rng, duration):
+    W, H = 64, 48
+    ev = random_events(rng, 20_000, W, H, t_max=1_000_000)
+    ev["t"] += 5_000  # SpikingJelly rebases on the minimum
+    ours = ne.to_frames(ev, split_by="duration", duration=duration, sensor_size=(W, H))
+    theirs = sj.integrate_events_by_fixed_duration(sj_dict(ev), duration, H, W)
+    assert_bytes_equal(ours, theirs)
+
+
+def test_duration_with_exact_multiple_span_keeps_last_events_like_spikingjelly():
+    ev = {"t": np.array([0, 5, 10, 20]), "x": np.array([0, 1, 2, 3]), "y": np.zeros(4, int),
+          "p": np.array([1, 0, 1, 1])}
+    ours = ne.to_frames(ev, split_by="duration", duration=10, sensor_size=(4, 1))
+    theirs = sj.integrate_events_by_fixed_duration(ev, 10, 1, 4)
+    assert_bytes_equal(ours, theirs)
+    assert ours.shape[0] == 2 and ours[1].sum() == 2
+
+
+def test_dict_and_structured_inputs_agree_and_nonzero_p_is_on(rng):
+    ev = random_events(rng, 1_000, 16, 16)
+    d = {"t": ev["t"], "x": ev["x"].astype(np.uint16), "y": ev["y"].astype(np.int32),
+         "p": np.where(ev["p"], -1, 0)}
+    assert ne.to_frames(ev, 4, sensor_size=(16, 16)).tobytes() == ne.to_frames(
+        d, 4, sensor_size=(16, 16)
+    ).tobytes()
+
+
+def test_layout_matches_tonic_toframe_for_one_bin(rng):
+    tonic_tf = pytest.importorskip("tonic.transforms")
+    ev = random_events(rng, 5_000, 34, 34)
+    ours = ne.to_frames(ev, 1, sensor_size=(34, 34, 2))
+    theirs = tonic_tf.ToFrame(sensor_size=(34, 34, 2), n_event_bins=1)(ev)
+    assert ours.shape == theirs.shape  # [T, 2, H, W]
+    assert np.array_equal(ours, theirs.astype(np.float32))
+
+
+def test_resize_options(rng):
+    W, H = 240, 180
+    ev = random_events(rng, 10_000, W, H)
+    full = ne.to_frames(ev, 4, sensor_size=(W, H))
+    pooled = ne.to_frames(ev, 4, sensor_size=(W, H), size=(90, 120), resize="pool")
+    # Integer factor 2: pool is 2x2 sum pooling of the full-resolution counts.
+    expect = full.reshape(4, 2, 90, 2, 120, 2).sum(axis=(3, 5))
+    assert np.array_equal(pooled, expect)
+    mapped = ne.to_frames(ev, 4, sensor_size=(W, H), size=(90, 120), resize="events")
+    assert np.array_equal(mapped, expect)
+    cropped = ne.to_frames(ev, 4, sensor_size=(W, H), size=(100, 100), resize="none")
+    assert np.array_equal(cropped, full[:, :, :100, :100])
+    assert ne.to_frames(ev, 4, sensor_size=(W, H), binarize=True).max() == 1
+    assert np.allclose(ne.to_frames(ev, 4, sensor_size=(W, H), log_scale=True), np.log1p(full))
+
+
+def test_out_of_sensor_events_error_or_drop():
+    ev = {"t": np.arange(3), "x": np.array([0, 5, -1]), "y": np.array([0, 0, 0]),
+          "p": np.array([1, 1, 0])}
+    with pytest.raises(ValueError):
+        ne.to_frames(ev, 1, sensor_size=(4, 4))
+    f = ne.to_frames(ev, 1, sensor_size=(4, 4), drop_out_of_bounds=True)
+    assert f.sum() == 1
