@@ -98,3 +98,16 @@ def test_out_of_sensor_events_error_or_drop():
         ne.to_frames(ev, 1, sensor_size=(4, 4))
     f = ne.to_frames(ev, 1, sensor_size=(4, 4), drop_out_of_bounds=True)
     assert f.sum() == 1
+
+
+def test_duration_on_unsorted_input_assigns_each_event_by_its_own_time(rng):
+    W, H, d = 8, 6, 1000
+    ev = random_events(rng, 5_000, W, H, t_max=10_000, sort=False)
+    ev["t"][-1] = 9_999  # the last event (in file order) sets the span, as in SpikingJelly
+    ours = ne.to_frames(ev, split_by="duration", duration=d, sensor_size=(W, H))
+    t = ev["t"].astype(np.int64)
+    T = max(1, -(-(int(t[-1]) - int(t.min())) // d))
+    frame = np.minimum((t - t.min()) // d, T - 1)
+    pos = ((frame * 2 + ev["p"].astype(np.int64)) * H + ev["y"]) * W + ev["x"]
+    expect = np.bincount(pos, minlength=T * 2 * H * W).reshape(T, 2, H, W).astype(np.float32)
+    assert ours.tobytes() == expect.tobytes()

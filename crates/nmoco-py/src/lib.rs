@@ -16,7 +16,7 @@ use nmoco_events::{
     ReadOptions, Reader, Recording, SensorSize,
 };
 use nmoco_frames::{FrameConfig, Resize, Slicing};
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadwriteArray4};
+use numpy::{PyArray1, PyArrayMethods, PyReadwriteArray4};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -271,25 +271,90 @@ fn info_dict<'py>(
     Ok(d)
 }
 
-/// Decodes a whole file (GIL released), resolving the format first so `info` can name it.
-fn decode_file(py: Python<'_>, path: &Path, o: &Opts) -> PyResult<(Format, Recording)> {
-    let format = match o.read.format {
-        Some(f) => f,
-        None => py
-            .detach(|| nmoco_events::sniff_file(path))
-            .map_err(|e| ev_err(py, e, Some(path)))?,
-    };
-    let opts = ReadOptions {
-        format: Some(format),
-        ..o.read.clone()
-    };
-    let mut rec = py
-        .detach(|| nmoco_events::read_file_with(path, &opts))
-        .map_err(|e| ev_err(py, e, Some(path)))?;
+/// Decode buffers reused across calls on one thread (`decode_into` keeps the columns'
+/// allocations): the structured-array readers copy out of them, so a call touches fresh memory
+/// only for the array it returns. Buffers above `KEEP_EVENTS` events are not kept.
+const KEEP_EVENTS: usize = 1 << 22;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<(Recording, Vec<u8>)> =
+        std::cell::RefCell::new((Recording::default(), Vec::new()));
+}
+
+/// Runs `f` with this thread's scratch buffers, or fresh ones when they are in use (a
+/// re-entrant call from a finalizer, say).
+fn with_scratch<T>(f: impl FnOnce(&mut Recording, &mut Vec<u8>) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut g) => {
+            let (rec, bytes) = &mut *g;
+            let out = f(rec, bytes);
+            if rec.events.t.capacity() > KEEP_EVENTS {
+                *rec = Recording::default();
+            }
+            if bytes.capacity() > (nmoco_events::MMAP_THRESHOLD as usize) {
+                *bytes = Vec::new();
+            }
+            out
+        }
+        Err(_) => f(&mut Recording::default(), &mut Vec::new()),
+    })
+}
+
+/// Resolves the format of an in-memory file: the magic line, then (for a path) the extension.
+fn resolve_format(head: &[u8], path: Option<&Path>) -> Result<Format, EvError> {
+    if let Some(f) = nmoco_events::sniff_bytes(head)? {
+        return Ok(f);
+    }
+    if let Some(f) = path.and_then(nmoco_events::sniff_extension) {
+        return Ok(f);
+    }
+    Err(EvError::UnknownFormat {
+        reason: "no AEDAT magic line and no telling extension (.bin, .aedat4); pass format=".into(),
+    })
+}
+
+/// Decodes a whole file into `rec` with the GIL released and returns its format. Small files
+/// are read once (format sniffed from those bytes); from `MMAP_THRESHOLD` up the crate's
+/// memory-mapped reader is used.
+fn decode_file_into(
+    py: Python<'_>,
+    path: &Path,
+    o: &Opts,
+    rec: &mut Recording,
+    bytes: &mut Vec<u8>,
+) -> PyResult<Format> {
+    let res = py.detach(|| -> Result<Format, EvError> {
+        use std::io::Read;
+        let io = |source| EvError::Io { offset: 0, source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len >= nmoco_events::MMAP_THRESHOLD {
+            drop(file);
+            let format = match o.read.format {
+                Some(f) => f,
+                None => nmoco_events::sniff_file(path)?,
+            };
+            let opts = ReadOptions {
+                format: Some(format),
+                ..o.read.clone()
+            };
+            *rec = nmoco_events::read_file_with(path, &opts)?;
+            return Ok(format);
+        }
+        bytes.clear();
+        file.read_to_end(bytes).map_err(io)?;
+        let format = match o.read.format {
+            Some(f) => f,
+            None => resolve_format(bytes, Some(path))?,
+        };
+        nmoco_events::decode_into(bytes, format, &o.read, rec)?;
+        Ok(format)
+    });
+    let format = res.map_err(|e| ev_err(py, e, Some(path)))?;
     if o.flip {
         apply_flip(&mut rec.events, format, rec.sensor)?;
     }
-    Ok((format, rec))
+    Ok(format)
 }
 
 /// Interleaves the columns into a fresh structured array (tonic's field names and dtypes).
@@ -307,11 +372,15 @@ fn to_struct<'py>(py: Python<'py>, ev: &Events) -> PyResult<Bound<'py, PyAny>> {
             "structured array has an unexpected size",
         ));
     }
-    for (i, rec) in out.chunks_exact_mut(REC).enumerate() {
-        rec[OFF_X..OFF_X + 2].copy_from_slice(&(ev.x[i] as i16).to_le_bytes());
-        rec[OFF_Y..OFF_Y + 2].copy_from_slice(&(ev.y[i] as i16).to_le_bytes());
-        rec[OFF_T..OFF_T + 8].copy_from_slice(&ev.t[i].to_le_bytes());
-        rec[OFF_P] = ev.on[i] as u8;
+    let cols = ev.x.iter().zip(&ev.y).zip(ev.t.iter().zip(&ev.on));
+    for (rec, ((&x, &y), (&t, &on))) in out.chunks_exact_mut(REC).zip(cols) {
+        let Ok(rec) = <&mut [u8; REC]>::try_from(rec) else {
+            continue; // chunks_exact_mut yields exactly REC bytes
+        };
+        rec[OFF_X..OFF_X + 2].copy_from_slice(&(x as i16).to_le_bytes());
+        rec[OFF_Y..OFF_Y + 2].copy_from_slice(&(y as i16).to_le_bytes());
+        rec[OFF_T..OFF_T + 8].copy_from_slice(&t.to_le_bytes());
+        rec[OFF_P] = on as u8;
     }
     Ok(arr)
 }
@@ -358,9 +427,11 @@ fn read<'py>(
         aedat4_stream,
         orientation,
     )?;
-    let (format, rec) = decode_file(py, &path, &o)?;
-    let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
-    Ok((to_struct(py, &rec.events)?, info))
+    with_scratch(|rec, bytes| {
+        let format = decode_file_into(py, &path, &o, rec, bytes)?;
+        let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
+        Ok((to_struct(py, &rec.events)?, info))
+    })
 }
 
 /// `read_columns(path, format=None, **options)` → `(dict of t/x/y/p arrays, info)`.
@@ -392,7 +463,9 @@ fn read_columns<'py>(
         aedat4_stream,
         orientation,
     )?;
-    let (format, rec) = decode_file(py, &path, &o)?;
+    // The columns become the arrays' own memory, so they are decoded into fresh buffers.
+    let mut rec = Recording::default();
+    let format = decode_file_into(py, &path, &o, &mut rec, &mut Vec::new())?;
     let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
     Ok((to_columns(py, rec.events)?, info))
 }
@@ -429,32 +502,21 @@ fn decode_bytes<'py>(
     )?;
     let format = match o.read.format {
         Some(f) => f,
-        None => match nmoco_events::sniff_bytes(data) {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                return Err(ev_err(
-                    py,
-                    EvError::UnknownFormat {
-                        reason: "no AEDAT magic line; pass the format explicitly".into(),
-                    },
-                    None,
-                ));
-            }
-            Err(e) => return Err(ev_err(py, e, None)),
-        },
+        None => resolve_format(data, None).map_err(|e| ev_err(py, e, None))?,
     };
     let opts = ReadOptions {
         format: Some(format),
         ..o.read.clone()
     };
-    let mut rec = py
-        .detach(|| nmoco_events::decode_bytes(data, &opts))
-        .map_err(|e| ev_err(py, e, None))?;
-    if o.flip {
-        apply_flip(&mut rec.events, format, rec.sensor)?;
-    }
-    let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
-    Ok((to_struct(py, &rec.events)?, info))
+    with_scratch(|rec, _| {
+        py.detach(|| nmoco_events::decode_into(data, format, &opts, rec))
+            .map_err(|e| ev_err(py, e, None))?;
+        if o.flip {
+            apply_flip(&mut rec.events, format, rec.sensor)?;
+        }
+        let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
+        Ok((to_struct(py, &rec.events)?, info))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,58 +652,137 @@ fn iter_chunks(
 // ---------------------------------------------------------------------------------------------
 // Writing
 
-/// Converts `int64` coordinates to the decoders' `u16`: `0..=65535`, or for AEDAT 4 the `int16`
-/// range stored as its bit pattern (what the AEDAT 4 reader gives back).
-fn coords(name: &str, v: &[i64], signed16: bool) -> PyResult<Vec<u16>> {
-    let mut out = Vec::with_capacity(v.len());
-    for (i, &a) in v.iter().enumerate() {
-        let ok = if signed16 {
-            i16::try_from(a).ok().map(|s| s as u16)
-        } else {
-            u16::try_from(a).ok()
+/// One column as a contiguous slice of any integer dtype (or bool), converted to `Out`.
+/// `lo..=hi` is the accepted range; the first value outside it is reported with its index.
+/// The range is checked in one vectorisable pass before the conversion pass.
+fn int_column<Out: Copy>(
+    name: &str,
+    a: &Bound<'_, PyAny>,
+    lo: i64,
+    hi: i64,
+    conv: impl Fn(i64) -> Out + Copy,
+    out: &mut Vec<Out>,
+) -> PyResult<()> {
+    fn go<T: Copy + Ord + Into<i64>, Out>(
+        name: &str,
+        s: &[T],
+        lo: i64,
+        hi: i64,
+        conv: impl Fn(i64) -> Out,
+        out: &mut Vec<Out>,
+    ) -> PyResult<()> {
+        let checked = lo > i64::MIN || hi < i64::MAX;
+        let report = |i: usize, v: i64| {
+            bad(format!(
+                "event {i} has {name} = {v}, outside the range {lo}..={hi}"
+            ))
         };
-        match ok {
-            Some(u) => out.push(u),
-            None => {
-                let range = if signed16 {
-                    "-32768..=32767"
-                } else {
-                    "0..=65535"
-                };
-                return Err(bad(format!(
-                    "event {i} has {name} = {a}, outside the range {range}"
-                )));
+        if checked && std::mem::size_of::<T>() > 2 {
+            // Wide types: one fused check-and-convert pass (64-bit min/max do not vectorise
+            // on baseline x86-64).
+            out.clear();
+            out.reserve(s.len());
+            for (i, &v) in s.iter().enumerate() {
+                let w: i64 = v.into();
+                if w < lo || w > hi {
+                    return Err(report(i, w));
+                }
+                out.push(conv(w));
+            }
+            return Ok(());
+        }
+        // Narrow types: min/max in the column's own type vectorise (pminsw & co.).
+        if checked
+            && let (Some(mn), Some(mx)) = (s.iter().copied().min(), s.iter().copied().max())
+            && (mn.into() < lo || mx.into() > hi)
+        {
+            let (i, v) = s
+                .iter()
+                .map(|&v| v.into())
+                .enumerate()
+                .find(|&(_, v)| v < lo || v > hi)
+                .unwrap_or((0, mn.into()));
+            return Err(report(i, v));
+        }
+        out.clear();
+        out.extend(s.iter().map(|&v| conv(v.into())));
+        Ok(())
+    }
+    macro_rules! try_dtype {
+        ($($t:ty),*) => {$(
+            if let Ok(arr) = a.cast::<PyArray1<$t>>() {
+                let ro = arr.try_readonly()?;
+                let s = ro.as_slice().map_err(|e| bad(format!("column {name}: {e}")))?;
+                return go(name, s, lo, hi, conv, out);
+            }
+        )*};
+    }
+    try_dtype!(i64, i32, i16, i8, u32, u16, u8);
+    if let Ok(arr) = a.cast::<PyArray1<u64>>() {
+        let ro = arr.try_readonly()?;
+        let s = ro
+            .as_slice()
+            .map_err(|e| bad(format!("column {name}: {e}")))?;
+        let mut wide = Vec::with_capacity(s.len());
+        for (i, &v) in s.iter().enumerate() {
+            match i64::try_from(v) {
+                Ok(v) => wide.push(v),
+                Err(_) => {
+                    return Err(bad(format!(
+                        "event {i} has {name} = {v}, outside the int64 range"
+                    )));
+                }
             }
         }
+        return go(name, &wide, lo, hi, conv, out);
     }
-    Ok(out)
+    if let Ok(arr) = a.cast::<PyArray1<bool>>() {
+        let ro = arr.try_readonly()?;
+        let s = ro
+            .as_slice()
+            .map_err(|e| bad(format!("column {name}: {e}")))?;
+        // false/true are 0/1, inside every accepted range.
+        out.clear();
+        out.extend(s.iter().map(|&b| conv(i64::from(b))));
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyTypeError::new_err(format!(
+        "column {name} must be a one-dimensional contiguous array of native integers or booleans"
+    )))
 }
 
+/// The four columns (contiguous 1-D numpy arrays of any native integer dtype; `p` also bool,
+/// counted as ON when non-zero, SpikingJelly's `p != 0`) as `Events`. Coordinates must be in
+/// `0..=65535`, or for AEDAT 4 in the `int16` range, stored as its bit pattern (what the AEDAT 4
+/// reader gives back).
 fn events_from(
-    t: &PyReadonlyArray1<'_, i64>,
-    x: &PyReadonlyArray1<'_, i64>,
-    y: &PyReadonlyArray1<'_, i64>,
-    p: &PyReadonlyArray1<'_, bool>,
+    t: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    p: &Bound<'_, PyAny>,
     signed16: bool,
-) -> PyResult<Events> {
-    let (t, x, y, p) = (t.as_array(), x.as_array(), y.as_array(), p.as_array());
-    let n = t.len();
-    if x.len() != n || y.len() != n || p.len() != n {
+    ev: &mut Events,
+) -> PyResult<()> {
+    let (lo, hi) = if signed16 {
+        (i64::from(i16::MIN), i64::from(i16::MAX))
+    } else {
+        (0, i64::from(u16::MAX))
+    };
+    let coord = |v: i64| v as i16 as u16;
+    int_column("t", t, i64::MIN, i64::MAX, |v| v, &mut ev.t)?;
+    int_column("x", x, lo, hi, coord, &mut ev.x)?;
+    int_column("y", y, lo, hi, coord, &mut ev.y)?;
+    int_column("p", p, i64::MIN, i64::MAX, |v| v != 0, &mut ev.on)?;
+    if !ev.columns_consistent() {
         return Err(bad(format!(
-            "event columns differ in length: t={n}, x={}, y={}, p={}",
-            x.len(),
-            y.len(),
-            p.len()
+            "event columns differ in length: t={}, x={}, y={}, p={}",
+            ev.t.len(),
+            ev.x.len(),
+            ev.y.len(),
+            ev.on.len()
         )));
     }
-    let xs: Vec<i64> = x.iter().copied().collect();
-    let ys: Vec<i64> = y.iter().copied().collect();
-    Ok(Events {
-        t: t.iter().copied().collect(),
-        x: coords("x", &xs, signed16)?,
-        y: coords("y", &ys, signed16)?,
-        on: p.iter().copied().collect(),
-    })
+    Ok(())
 }
 
 fn sensor_from(sensor: Option<(u64, u64)>) -> PyResult<Option<SensorSize>> {
@@ -660,10 +801,10 @@ fn sensor_from(sensor: Option<(u64, u64)>) -> PyResult<Option<SensorSize>> {
 fn _write(
     py: Python<'_>,
     path: PathBuf,
-    t: PyReadonlyArray1<'_, i64>,
-    x: PyReadonlyArray1<'_, i64>,
-    y: PyReadonlyArray1<'_, i64>,
-    p: PyReadonlyArray1<'_, bool>,
+    t: Bound<'_, PyAny>,
+    x: Bound<'_, PyAny>,
+    y: Bound<'_, PyAny>,
+    p: Bound<'_, PyAny>,
     format: &str,
     sensor: Option<(u64, u64)>,
     compression: &str,
@@ -681,7 +822,8 @@ fn _write(
             )));
         }
     };
-    let ev = events_from(&t, &x, &y, &p, format == Format::Aedat4)?;
+    let mut ev = Events::new();
+    events_from(&t, &x, &y, &p, format == Format::Aedat4, &mut ev)?;
     let sensor = sensor_from(sensor)?;
     let res = py.detach(|| match format {
         Format::Aedat4 => nmoco_events::aedat4::write_file(&path, &ev, sensor, compression),
@@ -712,10 +854,37 @@ fn duration_groups(ev: &Events, d: i64) -> PyResult<Vec<Events>> {
         )));
     }
     let t_frames = t_frames as usize;
-    let mut groups: Vec<Events> = (0..t_frames).map(|_| Events::new()).collect();
-    for i in 0..ev.t.len() {
-        let k = ((i128::from(ev.t[i]) - i128::from(t0)) / d128).min(t_frames as i128 - 1) as usize;
-        let g = &mut groups[k];
+    if ev.t.windows(2).all(|w| w[0] <= w[1]) {
+        // Time-sorted (the usual case): each frame is a contiguous range, found by binary
+        // search; no per-event division (64-bit `idiv` costs tens of cycles).
+        let mut starts = vec![0usize];
+        for k in 1..t_frames {
+            let edge = i128::from(t0) + k as i128 * d128;
+            starts.push(ev.t.partition_point(|&t| i128::from(t) < edge));
+        }
+        starts.push(ev.t.len());
+        return Ok(starts.windows(2).map(|w| ev.slice(w[0]..w[1])).collect());
+    }
+    // Counting sort by frame (stable, so each group keeps file order): exact capacities, no
+    // regrowth.
+    let frame: Vec<u32> =
+        ev.t.iter()
+            .map(|&t| {
+                // t >= t0; the i64 difference overflows only for spans beyond 2^63 us.
+                let k = match t.checked_sub(t0) {
+                    Some(rel) => i128::from(rel / d),
+                    None => (i128::from(t) - i128::from(t0)) / d128,
+                };
+                k.min(t_frames as i128 - 1) as u32
+            })
+            .collect();
+    let mut counts = vec![0usize; t_frames];
+    for &k in &frame {
+        counts[k as usize] += 1;
+    }
+    let mut groups: Vec<Events> = counts.iter().map(|&c| Events::with_capacity(c)).collect();
+    for (i, &k) in frame.iter().enumerate() {
+        let g = &mut groups[k as usize];
         g.t.push(ev.t[i]);
         g.x.push(ev.x[i]);
         g.y.push(ev.y[i]);
@@ -735,10 +904,10 @@ fn frames_err(e: nmoco_frames::Error) -> PyErr {
     drop_out_of_bounds, binarize, clip, log_scale))]
 fn _to_frames<'py>(
     py: Python<'py>,
-    t: PyReadonlyArray1<'_, i64>,
-    x: PyReadonlyArray1<'_, i64>,
-    y: PyReadonlyArray1<'_, i64>,
-    p: PyReadonlyArray1<'_, bool>,
+    t: Bound<'_, PyAny>,
+    x: Bound<'_, PyAny>,
+    y: Bound<'_, PyAny>,
+    p: Bound<'_, PyAny>,
     n_frames: Option<usize>,
     split_by: &str,
     sensor: (u64, u64),
@@ -750,7 +919,77 @@ fn _to_frames<'py>(
     clip: Option<f32>,
     log_scale: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let ev = events_from(&t, &x, &y, &p, false)?;
+    FRAME_EVENTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ev) => {
+            let r = frames_impl(
+                py,
+                &t,
+                &x,
+                &y,
+                &p,
+                &mut ev,
+                n_frames,
+                split_by,
+                sensor,
+                size,
+                resize,
+                duration,
+                drop_out_of_bounds,
+                binarize,
+                clip,
+                log_scale,
+            );
+            if ev.t.capacity() > KEEP_EVENTS {
+                *ev = Events::new();
+            }
+            r
+        }
+        Err(_) => frames_impl(
+            py,
+            &t,
+            &x,
+            &y,
+            &p,
+            &mut Events::new(),
+            n_frames,
+            split_by,
+            sensor,
+            size,
+            resize,
+            duration,
+            drop_out_of_bounds,
+            binarize,
+            clip,
+            log_scale,
+        ),
+    })
+}
+
+thread_local! {
+    /// Event columns reused across `to_frames` calls on one thread (see `SCRATCH`).
+    static FRAME_EVENTS: std::cell::RefCell<Events> = std::cell::RefCell::new(Events::new());
+}
+
+fn frames_impl<'py>(
+    py: Python<'py>,
+    t: &Bound<'_, PyAny>,
+    x: &Bound<'_, PyAny>,
+    y: &Bound<'_, PyAny>,
+    p: &Bound<'_, PyAny>,
+    ev: &mut Events,
+    n_frames: Option<usize>,
+    split_by: &str,
+    sensor: (u64, u64),
+    size: (usize, usize),
+    resize: &str,
+    duration: Option<i64>,
+    drop_out_of_bounds: bool,
+    binarize: bool,
+    clip: Option<f32>,
+    log_scale: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    events_from(t, x, y, p, false, ev)?;
+    let ev = &*ev;
     let Some(sensor) = sensor_from(Some(sensor))? else {
         return Err(bad("sensor size missing"));
     };
@@ -765,6 +1004,13 @@ fn _to_frames<'py>(
         }
     };
     let (height, width) = size;
+    // On a canvas of the sensor's own size every resize mode is the identity; `None` takes the
+    // counting kernel's table-free path.
+    let resize = if (height, width) == (sensor.height as usize, sensor.width as usize) {
+        Resize::None
+    } else {
+        resize
+    };
     let mut cfg = FrameConfig {
         t: 1,
         slicing: Slicing::EventCount,
@@ -795,7 +1041,7 @@ fn _to_frames<'py>(
                 cfg.slicing = Slicing::TimeWindow { window_us: d };
                 None
             }
-            None => Some(duration_groups(&ev, d)?),
+            None => Some(duration_groups(ev, d)?),
         },
         ("duration", Some(d), _) => {
             return Err(bad(format!("duration must be positive (us), not {d}")));
@@ -816,10 +1062,11 @@ fn _to_frames<'py>(
         check.t = t_frames;
         check.validate().map_err(frames_err)?;
     }
-    // numpy allocates (and raises MemoryError for an absurd size instead of aborting).
+    // numpy allocates (and raises MemoryError for an absurd size instead of aborting);
+    // `integrate_into` zero-fills, so recycled memory needs no page faults.
     let np = py.import("numpy")?;
     let out = np.call_method1(
-        "zeros",
+        "empty",
         ((t_frames, 2usize, height, width), np.getattr("float32")?),
     )?;
     {
@@ -829,7 +1076,7 @@ fn _to_frames<'py>(
             .as_slice_mut()
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let res = py.detach(|| match &groups {
-            None => nmoco_frames::integrate_into(&ev, sensor, &cfg, buf),
+            None => nmoco_frames::integrate_into(ev, sensor, &cfg, buf),
             Some(groups) => {
                 let per = 2 * height * width;
                 for (g, chunk) in groups.iter().zip(buf.chunks_exact_mut(per)) {

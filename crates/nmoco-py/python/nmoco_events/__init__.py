@@ -104,25 +104,20 @@ def _column(events: Any, name: str) -> np.ndarray:
 
 
 def _columns(events: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Contiguous ``(t int64, x int64, y int64, p bool)``; ``p`` is ``p != 0`` as SpikingJelly
-    counts it (channel 1 for every non-zero polarity)."""
+    """The t, x, y, p columns as contiguous native-endian 1-D arrays, in their own integer (or
+    bool) dtypes: the native side converts and range-checks them in one pass. ``p`` counts as
+    ON when non-zero (SpikingJelly's ``p != 0``)."""
     cols = []
-    for name in ("t", "x", "y"):
+    for name in ("t", "x", "y", "p"):
         c = _column(events, name)
         if c.ndim != 1:
             raise ValueError(f"column {name} must be one-dimensional, not shape {c.shape}")
         if not (np.issubdtype(c.dtype, np.integer) or c.dtype == np.bool_):
-            raise TypeError(f"column {name} must hold integers, not {c.dtype}")
-        if np.issubdtype(c.dtype, np.unsignedinteger) and c.dtype.itemsize == 8 and c.size:
-            if int(c.max()) > np.iinfo(np.int64).max:
-                raise ValueError(f"column {name} has values above the int64 range")
-        cols.append(np.ascontiguousarray(c, dtype=np.int64))
-    p = _column(events, "p")
-    if p.ndim != 1:
-        raise ValueError(f"column p must be one-dimensional, not shape {p.shape}")
-    if not (np.issubdtype(p.dtype, np.integer) or p.dtype == np.bool_):
-        raise TypeError(f"column p must hold booleans or integers, not {p.dtype}")
-    cols.append(np.ascontiguousarray(p != 0) if p.dtype != np.bool_ else np.ascontiguousarray(p))
+            raise TypeError(f"column {name} must hold integers or booleans, not {c.dtype}")
+        if not c.dtype.isnative:
+            c = c.astype(c.dtype.newbyteorder("="))
+        # Fields of a packed structured array are strided and misaligned: copy those.
+        cols.append(np.require(c, requirements=("C", "A")))
     return cols[0], cols[1], cols[2], cols[3]
 
 
@@ -229,7 +224,8 @@ def to_frames(
         n_frames = int(n_frames)
         if n_frames <= 0:
             raise ValueError(f"n_frames must be at least 1, not {n_frames}")
-    if drop_out_of_bounds:
+    if drop_out_of_bounds and (x.dtype.kind == "i" or x.dtype.itemsize > 2 or y.dtype.kind == "i"
+                               or y.dtype.itemsize > 2):
         keep = (x >= 0) & (y >= 0) & (x < 65536) & (y < 65536)
         if not keep.all():
             t, x, y, p = t[keep], x[keep], y[keep], p[keep]
