@@ -190,6 +190,7 @@ def test_iter_chunks_concatenate_to_read(tmp_path, rng):
         assert all(0 < len(c) <= 1000 for c in chunks)
         assert np.concatenate(chunks).tobytes() == whole.tobytes()
         assert it.format == fmt
+        assert it.sensor_size == info["sensor_size"] and it.skipped == info["skipped"]
         cols = list(ne.iter_chunks(tmp_path / name, 4096, columns=True))
         assert np.array_equal(np.concatenate([c["t"] for c in cols]), whole["t"])
 
@@ -218,3 +219,39 @@ def test_tonic_reader_drop_in_for_a_tonic_dataset(tmp_path, rng, monkeypatch):
     # And tonic's transforms take our structured array as is.
     frames = tonic.transforms.ToFrame(sensor_size=(34, 34, 2), n_event_bins=4)(ne.read(paths[0])[0])
     assert frames.shape == (4, 2, 34, 34) and frames.sum() == 600
+
+
+def test_threads_decode_and_integrate_concurrently(tmp_path, rng):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = []
+    for i in range(8):
+        ev = random_events(rng, 20_000, 128, 128)
+        p = tmp_path / f"{i}.aedat4"
+        ne.write(p, ev)
+        paths.append((p, ev))
+
+    def work(item):
+        p, ev = item
+        got, _ = ne.read(p)
+        frames = ne.to_frames(got, 8, sensor_size=(128, 128))
+        return got.tobytes() == ev.tobytes() and frames.sum() == len(ev)
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, paths * 3))
+    # One iterator advanced from several threads: each chunk is handed out once.
+    it = ne.iter_chunks(paths[0][0], 1000)
+
+    def drain(_):
+        n = 0
+        while True:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                return n
+            except RuntimeError:  # another thread holds the iterator right now
+                continue
+            n += len(chunk)
+
+    with ThreadPoolExecutor(3) as pool:
+        assert sum(pool.map(drain, range(3))) == 20_000

@@ -551,10 +551,9 @@ impl ChunkIter {
         let mut ev = Events::with_capacity(self.chunk.min(1 << 20));
         let res = py.detach(|| reader.read_chunk(&mut ev));
         match res {
-            Ok(0) => {
-                *guard = None;
-                Ok(None)
-            }
+            // The reader stays (it keeps answering 0), so `sensor_size` and `skipped` remain
+            // readable after the end.
+            Ok(0) => Ok(None),
             Ok(_) => {
                 if self.flip {
                     apply_flip(&mut ev, self.format, reader.sensor())?;
@@ -575,6 +574,22 @@ impl ChunkIter {
     #[getter]
     fn format(&self) -> &'static str {
         self.format.name()
+    }
+
+    /// Records or packets skipped so far, by kind.
+    #[getter]
+    fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let g = self
+            .reader
+            .try_lock()
+            .map_err(|_| PyRuntimeError::new_err("iterator busy"))?;
+        let d = PyDict::new(py);
+        if let Some(r) = g.as_ref() {
+            for (k, v) in r.skipped() {
+                d.set_item(k, v)?;
+            }
+        }
+        Ok(d)
     }
 
     #[getter]
