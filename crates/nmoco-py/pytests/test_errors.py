@@ -101,6 +101,8 @@ def test_bad_arguments_are_value_or_type_errors(tmp_path, rng):
         ne.to_frames(ev, 4, sensor_size=(0, 34))
     with pytest.raises(MemoryError):
         ne.to_frames(ev, 1 << 40, sensor_size=(34, 34))
+    with pytest.raises(MemoryError):  # pooling's full-resolution scratch would be 32 GiB
+        ne.to_frames(ev, 1, sensor_size=(65535, 65535), size=(4, 4), resize="pool")
 
 
 def test_error_in_iter_chunks_names_the_file(tmp_path, rng):

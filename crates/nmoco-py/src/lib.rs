@@ -908,6 +908,9 @@ fn duration_groups(ev: &Events, d: i64) -> PyResult<Vec<Events>> {
     Ok(groups)
 }
 
+/// Upper bound on the full-resolution scratch of `resize='pool'` (2^28 floats = 1 GiB).
+const MAX_POOL_SCRATCH_FLOATS: u128 = 1 << 28;
+
 fn frames_err(e: nmoco_frames::Error) -> PyErr {
     bad(e.to_string())
 }
@@ -1076,6 +1079,19 @@ fn frames_impl<'py>(
         let mut check = cfg.clone();
         check.t = t_frames;
         check.validate().map_err(frames_err)?;
+    }
+    if cfg.resize == Resize::Pool {
+        // Pooling integrates at full sensor resolution in scratch memory that nmoco-frames
+        // allocates itself (one frame, or all frames for unsorted equal-time / window
+        // slicing); a failed Rust allocation would abort the interpreter, so bound it here.
+        let frames = if groups.is_none() { cfg.t } else { 1 };
+        let floats = (frames as u128) * 2 * u128::from(sensor.width) * u128::from(sensor.height);
+        if floats > MAX_POOL_SCRATCH_FLOATS {
+            return Err(pyo3::exceptions::PyMemoryError::new_err(format!(
+                "resize='pool' would integrate {frames} frame(s) of 2x{}x{} at full sensor resolution ({floats} floats); use resize='events' or a smaller sensor",
+                sensor.height, sensor.width
+            )));
+        }
     }
     // numpy allocates (and raises MemoryError for an absurd size instead of aborting);
     // `integrate_into` zero-fills, so recycled memory needs no page faults.
