@@ -1,4 +1,9 @@
-//! Train/test split rules, as pure functions of the dataset order.
+//! Train/test split rules, as pure functions of the dataset order, and the seeded stratified
+//! split that carves validation sets and label fractions out of a training split.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 
 /// SpikingJelly's `split_to_train_test_set(train_ratio, dataset, num_classes)` with
 /// `random_split = False`: walk the dataset in order, collect each class's positions, and give
@@ -64,6 +69,31 @@ pub fn split_tebn(
         train.extend_from_slice(&idx[n_test..]);
     }
     (train, test)
+}
+
+/// A stratified, seeded split of indices `0..labels.len()` into (train, val): each class
+/// with at least 2 samples gives `round(n_c * fraction)` (at least 1) samples to val.
+pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for mut idx in by_class {
+        idx.shuffle(&mut rng);
+        let nv = if idx.len() >= 2 {
+            ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
+        } else {
+            0
+        };
+        val.extend_from_slice(&idx[..nv]);
+        train.extend_from_slice(&idx[nv..]);
+    }
+    train.sort_unstable();
+    val.sort_unstable();
+    (train, val)
 }
 
 #[cfg(test)]

@@ -3,9 +3,6 @@
 //! validation split carved (stratified, seeded) from the training features.
 
 use candle_core::{D, DType, Device, Tensor};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -81,30 +78,7 @@ impl LinearModel {
     }
 }
 
-/// A stratified, seeded split of indices `0..labels.len()` into (train, val): each class
-/// with at least 2 samples gives `round(n_c * fraction)` (at least 1) samples to val.
-pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
-    let mut by_class = vec![Vec::new(); classes];
-    for (i, &l) in labels.iter().enumerate() {
-        by_class[l].push(i);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for mut idx in by_class {
-        idx.shuffle(&mut rng);
-        let nv = if idx.len() >= 2 {
-            ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
-        } else {
-            0
-        };
-        val.extend_from_slice(&idx[..nv]);
-        train.extend_from_slice(&idx[nv..]);
-    }
-    train.sort_unstable();
-    val.sort_unstable();
-    (train, val)
-}
+pub use nmoco_data::split::stratified_split;
 
 /// Choose the weight decay on a validation split, then fit on all of `x`.
 pub fn fit_with_selection(
@@ -338,7 +312,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn blobs(
         n_per: usize,

@@ -7,7 +7,7 @@
 //!     key.safetensors      subordinate (momentum) encoder, same names
 //!     optimizer.safetensors  buf.<name> (SGD) or m.<name>, v.<name> (AdamW)
 //!     queue.safetensors    keys: [K, C] f32
-//!     state.json           TrainerState
+//!     state.json           TrainerState, with the size and SHA-256 of each file above
 //!   latest                 text file: name of the newest complete checkpoint directory
 //!   best                   text file: name of the checkpoint with the best kNN accuracy
 //! ```
@@ -15,8 +15,11 @@
 //! A checkpoint directory is only ever visible under its final name once every file in it has
 //! been written and fsynced; the pointer files are replaced atomically afterwards. A process
 //! killed at any moment therefore leaves `latest` naming a complete checkpoint (or absent).
+//! A file damaged after it was written (truncated, overwritten) is found on load: its size or
+//! SHA-256 differs from what `state.json` records, and the error names the file, what differs
+//! and the newest earlier checkpoint that is intact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,8 +29,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io_err};
 
-/// Version of the checkpoint layout written by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the checkpoint layout written by this crate (2: `state.json` records file
+/// digests; version 1 checkpoints, without them, are still read).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Size and SHA-256 (hex) of one file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The size and SHA-256 of the file at `path`.
+pub fn digest_file(path: &Path) -> Result<FileDigest> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok(FileDigest {
+        size,
+        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+/// Compare the file at `path` with its recorded digest: `Some(what differs)` on a mismatch.
+pub fn check_digest(path: &Path, want: &FileDigest) -> Result<Option<String>> {
+    let size = match fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some("the file is missing".into()));
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if size != want.size {
+        return Ok(Some(format!(
+            "size {size} bytes, but {} bytes were written",
+            want.size
+        )));
+    }
+    let got = digest_file(path)?;
+    Ok((got.sha256 != want.sha256).then(|| {
+        format!(
+            "SHA-256 {} differs from the {} recorded when it was written",
+            got.sha256, want.sha256
+        )
+    }))
+}
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,8 +105,12 @@ pub struct TrainerState {
     pub seed: u64,
     pub loss_mean: Option<f64>,
     pub knn_top1: Option<f64>,
+    /// Best kNN top-1 on the monitor's validation split (carved from train).
     pub best_knn_top1: Option<f64>,
     pub best_epoch: Option<usize>,
+    /// Size and SHA-256 of every other file of the checkpoint, filled in by [`save`].
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
 }
 
 /// A checkpoint's tensors and state.
@@ -61,6 +122,14 @@ pub struct Checkpoint {
     pub queue: Vec<f32>,
     pub state: TrainerState,
 }
+
+/// The files of a checkpoint directory besides `state.json`.
+pub const FILES: [&str; 4] = [
+    "master.safetensors",
+    "key.safetensors",
+    "optimizer.safetensors",
+    "queue.safetensors",
+];
 
 /// The directory name of the checkpoint after `epoch` epochs.
 pub fn dir_name(epoch: usize) -> String {
@@ -130,7 +199,12 @@ pub fn save(dir: &Path, ck: &Checkpoint, is_best: bool) -> Result<PathBuf> {
         &HashMap::from([("keys".to_string(), q)]),
         &tmp.join("queue.safetensors"),
     )?;
-    let json = serde_json::to_vec_pretty(&ck.state).map_err(|e| Error::Checkpoint {
+    let mut state = ck.state.clone();
+    state.files = FILES
+        .iter()
+        .map(|f| Ok((f.to_string(), digest_file(&tmp.join(f))?)))
+        .collect::<Result<_>>()?;
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::Checkpoint {
         path: tmp.clone(),
         reason: e.to_string(),
     })?;
@@ -180,23 +254,75 @@ fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>>
     Ok(candle_core::safetensors::load(path, device)?)
 }
 
-/// Load the checkpoint in `ck_dir` (one `epoch-NNNN` directory).
-pub fn load(ck_dir: &Path, device: &Device) -> Result<Checkpoint> {
+/// Read and check `state.json` of `ck_dir`, then every file digest it records: the first
+/// damaged file is a [`Error::Damaged`] naming it, what differs, and the newest earlier
+/// checkpoint in the same folder that is intact.
+pub fn verify(ck_dir: &Path) -> Result<TrainerState> {
+    let state = read_state(ck_dir)?;
+    if let Some((file, what)) = first_damage(ck_dir, &state)? {
+        let epoch = state.epoch;
+        let earlier = ck_dir
+            .parent()
+            .map(|parent| -> Result<Option<String>> {
+                for e in list(parent)?.into_iter().rev().filter(|e| *e < epoch) {
+                    let d = parent.join(dir_name(e));
+                    if let Ok(st) = read_state(&d)
+                        && matches!(first_damage(&d, &st), Ok(None))
+                    {
+                        return Ok(Some(dir_name(e)));
+                    }
+                }
+                Ok(None)
+            })
+            .transpose()?
+            .flatten();
+        return Err(Error::Damaged {
+            file,
+            what,
+            earlier,
+        });
+    }
+    Ok(state)
+}
+
+fn first_damage(ck_dir: &Path, state: &TrainerState) -> Result<Option<(PathBuf, String)>> {
+    if state.files.is_empty() && state.format >= 2 {
+        return Ok(Some((
+            ck_dir.join("state.json"),
+            "it records no file digests".into(),
+        )));
+    }
+    for (name, want) in &state.files {
+        let p = ck_dir.join(name);
+        if let Some(what) = check_digest(&p, want)? {
+            return Ok(Some((p, what)));
+        }
+    }
+    Ok(None)
+}
+
+fn read_state(ck_dir: &Path) -> Result<TrainerState> {
     let sp = ck_dir.join("state.json");
     let bytes = fs::read(&sp).map_err(io_err(&sp))?;
     let state: TrainerState = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
         path: sp.clone(),
         reason: e.to_string(),
     })?;
-    if state.format != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&state.format) {
         return Err(Error::Checkpoint {
             path: sp,
             reason: format!(
-                "format {} (this build reads {FORMAT_VERSION})",
+                "format {} (this build reads 1 to {FORMAT_VERSION})",
                 state.format
             ),
         });
     }
+    Ok(state)
+}
+
+/// Load the checkpoint in `ck_dir` (one `epoch-NNNN` directory), after [`verify`]ing its files.
+pub fn load(ck_dir: &Path, device: &Device) -> Result<Checkpoint> {
+    let state = verify(ck_dir)?;
     let master = load_tensors(&ck_dir.join("master.safetensors"), device)?;
     let key = load_tensors(&ck_dir.join("key.safetensors"), device)?;
     let optimizer = load_tensors(&ck_dir.join("optimizer.safetensors"), device)?;
@@ -306,6 +432,7 @@ mod tests {
             knn_top1: Some(0.5),
             best_knn_top1: Some(0.5),
             best_epoch: Some(epoch),
+            files: BTreeMap::new(),
         }
     }
 
@@ -332,7 +459,17 @@ mod tests {
             Some(dir.join("epoch-0002"))
         );
         assert_eq!(pointer(&dir, "best").unwrap(), Some(p));
-        let back = load(&dir.join("epoch-0002"), &Device::Cpu).unwrap();
+        let mut back = load(&dir.join("epoch-0002"), &Device::Cpu).unwrap();
+        assert_eq!(
+            back.state.files.keys().collect::<Vec<_>>(),
+            [
+                "key.safetensors",
+                "master.safetensors",
+                "optimizer.safetensors",
+                "queue.safetensors"
+            ]
+        );
+        back.state.files.clear();
         assert_eq!(back.state, state(2));
         assert_eq!(back.queue, vec![0.5; 6]);
         assert_eq!(
@@ -385,9 +522,46 @@ mod tests {
         assert!(pointer(&dir, "latest").is_err());
         let p = save(&dir, &ck(2), false).unwrap();
         fs::remove_file(p.join("key.safetensors")).unwrap();
-        assert!(matches!(
-            load(&p, &Device::Cpu),
-            Err(Error::Checkpoint { .. })
-        ));
+        assert!(matches!(load(&p, &Device::Cpu), Err(Error::Damaged { .. })));
+    }
+
+    #[test]
+    fn a_damaged_checkpoint_file_is_named_with_the_earlier_intact_checkpoint() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        save(&dir, &ck(1), false).unwrap();
+        save(&dir, &ck(2), false).unwrap();
+        let p = save(&dir, &ck(3), false).unwrap();
+        // Truncate master.safetensors of the newest checkpoint.
+        let m = p.join("master.safetensors");
+        let bytes = fs::read(&m).unwrap();
+        fs::write(&m, &bytes[..bytes.len() / 2]).unwrap();
+        let e = load(&p, &Device::Cpu).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("epoch-0003/master.safetensors")
+                && text.contains(&format!("size {} bytes", bytes.len() / 2))
+                && text.contains(&format!("{} bytes were written", bytes.len()))
+                && text.contains("--resume-from epoch-0002"),
+            "{text}"
+        );
+        // Same size, other bytes: the SHA-256 differs. Epoch 2 damaged too: epoch 1 is named.
+        let k = dir.join("epoch-0002/key.safetensors");
+        let mut kb = fs::read(&k).unwrap();
+        let last = kb.len() - 1;
+        kb[last] ^= 0xff;
+        fs::write(&k, &kb).unwrap();
+        let text = load(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(text.contains("--resume-from epoch-0001"), "{text}");
+        let text = load(&dir.join("epoch-0002"), &Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("epoch-0002/key.safetensors") && text.contains("SHA-256"),
+            "{text}"
+        );
+        fs::remove_dir_all(dir.join("epoch-0001")).unwrap();
+        let text = load(&p, &Device::Cpu).unwrap_err().to_string();
+        assert!(text.contains("no earlier checkpoint is intact"), "{text}");
     }
 }

@@ -142,6 +142,18 @@ impl ModelConfig {
     }
 }
 
+/// `moco.shuffle_bn`: how the key encoder's batch norm sees the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShuffleBnMode {
+    /// Shuffled BN on one device: keys from `moco.bn_sub_batches` sub-batches of a randomly
+    /// permuted batch, each with its own BN statistics (queries keep whole-batch BN).
+    #[default]
+    Split,
+    /// Whole-batch BN on the key side too.
+    Off,
+}
+
 /// `[moco]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -158,6 +170,14 @@ pub struct MocoConfig {
     pub lambda: f64,
     /// Also swap the views and average the two losses.
     pub symmetric: bool,
+    /// Shuffled BN on the key side (`"split"`, the default) or not (`"off"`).
+    pub shuffle_bn: ShuffleBnMode,
+    /// Sub-batches of the key side's shuffled BN (each gets `optim.batch_size / bn_sub_batches`
+    /// samples; at least 2 per sub-batch).
+    pub bn_sub_batches: usize,
+    /// Accept a queue long enough to hold a sample's own key from its previous epoch
+    /// (`k >= training samples - batch size`), which is refused otherwise.
+    pub allow_long_queue: bool,
 }
 
 impl Default for MocoConfig {
@@ -170,6 +190,9 @@ impl Default for MocoConfig {
             loss: LossKind::Mix,
             lambda: 0.5,
             symmetric: false,
+            shuffle_bn: ShuffleBnMode::Split,
+            bn_sub_batches: 4,
+            allow_long_queue: false,
         }
     }
 }
@@ -231,6 +254,13 @@ pub struct MonitorConfig {
     pub knn_queries: usize,
     /// Batch size of the monitor's forward passes.
     pub batch_size: usize,
+    /// Fraction of each class of the train split held out as the monitor's validation queries
+    /// (stratified, seeded by `run.seed`); the rest is the memory bank. The `best` checkpoint
+    /// is chosen on it; the test split is read once, after the last epoch.
+    pub val_fraction: f64,
+    /// Train-mode passes over the bank that re-estimate the BN statistics of the fresh encoder
+    /// before the "before training" kNN value (the initial statistics are restored afterwards).
+    pub bn_calibration_passes: usize,
 }
 
 impl Default for MonitorConfig {
@@ -242,6 +272,8 @@ impl Default for MonitorConfig {
             knn_bank: 1000,
             knn_queries: 500,
             batch_size: 64,
+            val_fraction: 0.1,
+            bn_calibration_passes: 3,
         }
     }
 }
@@ -487,6 +519,18 @@ impl PretrainConfig {
                 format!("a positive multiple of optim.batch_size = {}", o.batch_size),
             ));
         }
+        if mc.shuffle_bn == ShuffleBnMode::Split
+            && (mc.bn_sub_batches == 0 || o.batch_size / mc.bn_sub_batches < 2)
+        {
+            return Err(invalid(
+                "moco.bn_sub_batches",
+                mc.bn_sub_batches,
+                format!(
+                    "between 1 and optim.batch_size / 2 = {} (at least two samples per sub-batch), or moco.shuffle_bn = \"off\"",
+                    o.batch_size / 2
+                ),
+            ));
+        }
         if !(0.0..=1.0).contains(&mc.m) {
             return Err(invalid("moco.m", mc.m, "a number in [0, 1]"));
         }
@@ -548,6 +592,13 @@ impl PretrainConfig {
         if !(mo.knn_t > 0.0 && mo.knn_t.is_finite()) {
             return Err(invalid("monitor.knn_t", mo.knn_t, "a finite number > 0"));
         }
+        if !(mo.val_fraction > 0.0 && mo.val_fraction < 1.0) {
+            return Err(invalid(
+                "monitor.val_fraction",
+                mo.val_fraction,
+                "a number in (0, 1)",
+            ));
+        }
         if mo.batch_size == 0 {
             return Err(invalid("monitor.batch_size", mo.batch_size, "at least 1"));
         }
@@ -595,6 +646,33 @@ impl PretrainConfig {
     /// The run directory `<runs_dir>/<name>`.
     pub fn run_dir(&self) -> PathBuf {
         self.run.runs_dir.join(&self.run.name)
+    }
+
+    /// Refuse a queue that would hold a sample's own key from its previous epoch
+    /// (`moco.k >= train_samples - optim.batch_size`) unless `moco.allow_long_queue`.
+    pub fn check_queue(&self, train_samples: usize) -> Result<(), ConfigError> {
+        let (k, bs) = (self.moco.k, self.optim.batch_size);
+        let limit = train_samples.saturating_sub(bs);
+        if k >= limit && !self.moco.allow_long_queue {
+            return Err(invalid(
+                "moco.k",
+                k,
+                format!(
+                    "less than training samples - batch size = {train_samples} - {bs} = {limit}: a queue of {k} keys would hold a sample's own key from its previous epoch as a negative; lower moco.k or set moco.allow_long_queue = true"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The step's shuffled-BN setting.
+    pub fn shuffle_bn(&self) -> Option<crate::step::ShuffleBn> {
+        (self.moco.shuffle_bn == ShuffleBnMode::Split && self.moco.bn_sub_batches > 1).then_some(
+            crate::step::ShuffleBn {
+                sub_batches: self.moco.bn_sub_batches,
+                seed: self.run.seed ^ 0x5348_5546_464c_4542,
+            },
+        )
     }
 
     pub fn loss_params(&self) -> LossParams {
@@ -714,6 +792,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn a_queue_holding_own_keys_is_refused_unless_allowed() {
+        let c = PretrainConfig::default_with(&sets(&["moco.k=1152"]), None).unwrap();
+        // DVS128 Gesture: 1,176 training samples, batch 32: the limit is 1,144.
+        let e = c.check_queue(1176).unwrap_err().to_string();
+        assert!(
+            e.contains("moco.k") && e.contains("1152") && e.contains("1176 - 32 = 1144"),
+            "{e}"
+        );
+        assert!(c.check_queue(1200).is_ok());
+        let c = PretrainConfig::default_with(
+            &sets(&["moco.k=1152", "moco.allow_long_queue=true"]),
+            None,
+        )
+        .unwrap();
+        assert!(c.check_queue(1176).is_ok());
+        let e = err_text(&["moco.bn_sub_batches=32"]);
+        assert!(e.contains("moco.bn_sub_batches") && e.contains("16"), "{e}");
+        let c = PretrainConfig::default_with(&sets(&["moco.shuffle_bn=off"]), None).unwrap();
+        assert!(c.shuffle_bn().is_none());
+        assert_eq!(
+            PretrainConfig::default().shuffle_bn().unwrap().sub_batches,
+            4
+        );
     }
 
     #[test]

@@ -24,6 +24,19 @@ pub enum Error {
     /// A checkpoint or metrics file is malformed or inconsistent.
     #[error("bad checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// A checkpoint file differs from the size or SHA-256 recorded when it was written.
+    #[error(
+        "checkpoint file {file} is damaged: {what}; {}",
+        match earlier {
+            Some(e) => format!("the earlier checkpoint {e} is intact: pass --resume-from {e} to continue from it"),
+            None => "no earlier checkpoint is intact".to_string(),
+        }
+    )]
+    Damaged {
+        file: PathBuf,
+        what: String,
+        earlier: Option<String>,
+    },
     /// `--resume` was asked for but the run has no complete checkpoint.
     #[error("no checkpoint to resume from in {dir}")]
     NoCheckpoint { dir: PathBuf },

@@ -97,9 +97,16 @@ pub struct Summary {
     pub losses: Vec<f32>,
     pub first_loss_mean: Option<f64>,
     pub last_loss_mean: Option<f64>,
+    /// kNN top-1 on the validation split (carved from train) before training, with the BN
+    /// statistics re-estimated on train.
     pub knn_initial: Option<f64>,
+    /// kNN top-1 on the validation split after the last epoch run.
     pub knn_final: Option<f64>,
+    /// Best validation kNN top-1 (the `best` checkpoint's).
     pub best_knn: Option<f64>,
+    /// kNN top-1 on the test split, computed once after the last epoch (the test split is not
+    /// read before).
+    pub knn_test: Option<f64>,
     pub chance: f64,
     /// Mean throughput of the steps run by this call (training steps only).
     pub samples_per_s: f64,
@@ -108,6 +115,9 @@ pub struct Summary {
     pub final_encoder: Option<PathBuf>,
     pub last_checkpoint: Option<PathBuf>,
 }
+
+/// Name of the digest file next to the final encoder.
+pub const FINAL_FILES: &str = "files.json";
 
 /// Paths inside a run directory.
 #[derive(Debug, Clone)]
@@ -136,6 +146,10 @@ impl RunPaths {
     }
     pub fn final_encoder(&self) -> PathBuf {
         self.final_dir().join("encoder.safetensors")
+    }
+    /// `final/files.json`: size and SHA-256 of `final/encoder.safetensors`.
+    pub fn final_files(&self) -> PathBuf {
+        self.final_dir().join(FINAL_FILES)
     }
 }
 
@@ -178,12 +192,13 @@ pub fn features<E: Encoder>(
     Ok((feats, labels, dim))
 }
 
-/// The kNN monitor's data: a labelled memory bank from the train split and queries from the
-/// test split.
+/// The kNN monitor's data: a labelled memory bank and queries. During training both come from
+/// the train split (queries = a stratified, seeded validation part of it, bank = the rest);
+/// the test split is used once, after the last epoch.
 #[derive(Debug)]
 pub struct KnnMonitor {
-    pub train: Arc<Dataset>,
-    pub test: Arc<Dataset>,
+    pub bank_set: Arc<Dataset>,
+    pub query_set: Arc<Dataset>,
     pub bank: Vec<usize>,
     pub queries: Vec<usize>,
     pub k: usize,
@@ -192,11 +207,67 @@ pub struct KnnMonitor {
     pub num_classes: usize,
 }
 
+/// The monitor's (bank, validation) indices into the train split: a stratified split with
+/// `val_fraction` of each class in validation, seeded by `seed`.
+pub fn monitor_split(train: &Dataset, val_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    nmoco_data::split::stratified_split(train.labels(), val_fraction, seed ^ 0x0076_616c)
+}
+
+/// Re-estimate the BN running statistics of `enc` with `passes` train-mode passes over
+/// `indices` of `ds` (seeded order, batches of `batch`); returns the statistics before, for
+/// [`restore_buffers`].
+pub fn calibrate_bn<E: Encoder>(
+    enc: &E,
+    vars: &candle_nn::VarMap,
+    ds: &Dataset,
+    indices: &[usize],
+    batch: usize,
+    passes: usize,
+    device: &Device,
+) -> Result<Vec<(candle_core::Var, Tensor)>> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let saved = crate::momentum::sorted_vars(vars)
+        .into_iter()
+        .filter(|(n, _)| nmoco_models::is_buffer(n))
+        .map(|(_, v)| {
+            let t = v.as_detached_tensor().copy()?;
+            Ok((v, t))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let batch = batch.max(2);
+    for pass in 0..passes {
+        let mut order = indices.to_vec();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            0x00b7_ca11 + pass as u64,
+        ));
+        for chunk in order.chunks(batch).filter(|c| c.len() >= 2) {
+            let mut xs = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let (f, _) = ds.get(i)?;
+                xs.push(Tensor::from_vec(f.data, (f.t, 2, f.h, f.w), device)?);
+            }
+            let x = Tensor::stack(&xs, 1)?;
+            enc.features(&x, true)?;
+        }
+    }
+    Ok(saved)
+}
+
+/// Put back BN statistics saved by [`calibrate_bn`].
+pub fn restore_buffers(saved: &[(candle_core::Var, Tensor)]) -> Result<()> {
+    for (v, t) in saved {
+        v.set(t)?;
+    }
+    Ok(())
+}
+
 impl KnnMonitor {
     /// Top-1 accuracy of the kNN classifier on the encoder's backbone features.
     pub fn evaluate<E: Encoder>(&self, enc: &E, device: &Device) -> Result<f64> {
-        let (bank, bank_labels, dim) = features(enc, &self.train, &self.bank, self.batch, device)?;
-        let (q, q_labels, _) = features(enc, &self.test, &self.queries, self.batch, device)?;
+        let (bank, bank_labels, dim) =
+            features(enc, &self.bank_set, &self.bank, self.batch, device)?;
+        let (q, q_labels, _) = features(enc, &self.query_set, &self.queries, self.batch, device)?;
         let pred = knn_predict(
             &q,
             &bank,
@@ -271,6 +342,18 @@ pub fn plot_curves(metrics_path: &Path, png: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a run starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// A new run (refused when the run already has checkpoints).
+    No,
+    /// From the checkpoint `checkpoints/latest` names.
+    Latest,
+    /// From a named checkpoint directory (`epoch-NNNN`), e.g. the intact one before a damaged
+    /// latest.
+    From(String),
+}
+
 /// Run (or resume) pre-training as configured. Writes `config.toml` before step 0, metrics per
 /// step and epoch, `curves.png` and a checkpoint per epoch, and `final/` at the end.
 pub fn pretrain(
@@ -279,11 +362,40 @@ pub fn pretrain(
     resume: bool,
     observer: &mut dyn Observer,
 ) -> Result<Summary> {
+    let r = if resume { Resume::Latest } else { Resume::No };
+    pretrain_from(cfg, device, &r, observer)
+}
+
+/// [`pretrain`] with the starting checkpoint chosen by `resume`.
+pub fn pretrain_from(
+    cfg: &PretrainConfig,
+    device: &Device,
+    resume: &Resume,
+    observer: &mut dyn Observer,
+) -> Result<Summary> {
     cfg.validate()?;
     let wall = Instant::now();
     let paths = RunPaths::new(cfg.run_dir());
     let ck_dir = paths.checkpoints();
-    let latest = checkpoint::pointer(&ck_dir, "latest")?;
+    let mut latest = checkpoint::pointer(&ck_dir, "latest")?;
+    let resume_requested = *resume != Resume::No;
+    if let Resume::From(name) = resume {
+        let dir = ck_dir.join(name);
+        if !name.starts_with("epoch-") || name.contains(['/', '\\']) || !dir.is_dir() {
+            return Err(Error::Checkpoint {
+                path: dir,
+                reason: format!(
+                    "--resume-from {name:?}: no such checkpoint; complete ones: {:?}",
+                    checkpoint::list(&ck_dir)?
+                        .into_iter()
+                        .map(checkpoint::dir_name)
+                        .collect::<Vec<_>>()
+                ),
+            });
+        }
+        latest = Some(dir);
+    }
+    let resume = resume_requested;
     if !resume && latest.is_some() {
         return Err(Error::Checkpoint {
             path: ck_dir.clone(),
@@ -295,9 +407,11 @@ pub fn pretrain(
     }
 
     // Data (opening validates the dataset root and builds the frame cache).
+    // The test split is opened (read) only after the last epoch: nothing chosen during the run
+    // (the `best` checkpoint) can depend on it.
     let train = Arc::new(Dataset::open(&cfg.data, Split::Train)?);
-    let test = Arc::new(Dataset::open(&cfg.data, Split::Test)?);
     let bs = cfg.optim.batch_size;
+    cfg.check_queue(train.len())?;
     let steps_per_epoch = num_batches(train.len(), bs, true);
     if steps_per_epoch == 0 {
         return Err(Error::Config(crate::config::ConfigError::Invalid {
@@ -309,11 +423,13 @@ pub fn pretrain(
     let total_steps = steps_per_epoch * cfg.run.epochs;
     let warmup_steps = (cfg.optim.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let num_classes = train.num_classes();
+    let (bank_all, val_all) = monitor_split(&train, cfg.monitor.val_fraction, cfg.run.seed);
+    let pick = |all: &[usize], n| spaced(all.len(), n).into_iter().map(|i| all[i]).collect();
     let monitor = KnnMonitor {
-        bank: spaced(train.len(), cfg.monitor.knn_bank),
-        queries: spaced(test.len(), cfg.monitor.knn_queries),
-        train: train.clone(),
-        test,
+        bank: pick(&bank_all, cfg.monitor.knn_bank),
+        queries: pick(&val_all, cfg.monitor.knn_queries),
+        bank_set: train.clone(),
+        query_set: train.clone(),
         k: cfg.monitor.knn_k,
         t: cfg.monitor.knn_t,
         batch: cfg.monitor.batch_size,
@@ -337,7 +453,7 @@ pub fn pretrain(
 
     let (mut epoch_done, mut step, mut best) = (0usize, 0usize, (None::<f64>, None::<usize>));
     let mut knn_initial = None;
-    if let Some(dir) = &latest {
+    if let Some(dir) = latest.as_ref().filter(|_| resume) {
         let ck = checkpoint::load(dir, device)?;
         if ck.state.config_hash != hash {
             return Err(Error::ConfigMismatch {
@@ -380,7 +496,21 @@ pub fn pretrain(
 
     if latest.is_none() && knn_due(cfg, 0) {
         observer.on_monitor(0);
-        let acc = monitor.evaluate(&pair.master, device)?;
+        // A fresh encoder's BN running statistics (0 / 1) make eval-mode forwards fire nothing:
+        // re-estimate them on train (as the probe's random-init baseline does), evaluate, and
+        // put the initial values back so training starts from the seeded initialisation.
+        let saved = calibrate_bn(
+            &pair.master,
+            &pair.master_vars,
+            &train,
+            &monitor.bank,
+            cfg.monitor.batch_size,
+            cfg.monitor.bn_calibration_passes,
+            device,
+        )?;
+        let acc = monitor.evaluate(&pair.master, device);
+        restore_buffers(&saved)?;
+        let acc = acc?;
         knn_initial = Some(acc);
         let rec = Record::Epoch {
             epoch: 0,
@@ -412,6 +542,7 @@ pub fn pretrain(
         loss: cfg.loss_params(),
         symmetric: cfg.moco.symmetric,
         grad_clip: cfg.optim.grad_clip,
+        shuffle_bn: cfg.shuffle_bn(),
     };
     let mut losses = Vec::new();
     let (mut first_loss_mean, mut last_loss_mean, mut knn_final) = (None, None, None);
@@ -544,6 +675,7 @@ pub fn pretrain(
                 knn_top1: knn,
                 best_knn_top1: best.0,
                 best_epoch: best.1,
+                files: Default::default(),
             };
             let ck = Checkpoint {
                 master: snapshot(&pair.master_vars)?,
@@ -612,7 +744,39 @@ pub fn pretrain(
             &dir.join("config.toml"),
             cfg.resolved().to_toml()?.as_bytes(),
         )?;
+        // Size and SHA-256 of the encoder, checked by linear-probe / finetune before use.
+        let files = std::collections::BTreeMap::from([(
+            "encoder.safetensors".to_string(),
+            checkpoint::digest_file(&enc)?,
+        )]);
+        let json =
+            serde_json::to_vec_pretty(&serde_json::json!({ "files": files })).map_err(|e| {
+                Error::Checkpoint {
+                    path: dir.join(FINAL_FILES),
+                    reason: e.to_string(),
+                }
+            })?;
+        checkpoint::write_atomic(&dir.join(FINAL_FILES), &json)?;
         final_encoder = Some(enc);
+    }
+    // The final evaluation: the only place the test split is opened.
+    let mut knn_test = None;
+    if final_encoder.is_some() && cfg.monitor.knn_every > 0 {
+        let test = Arc::new(Dataset::open(&cfg.data, Split::Test)?);
+        let final_monitor = KnnMonitor {
+            bank: bank_all.clone(),
+            queries: spaced(test.len(), cfg.monitor.knn_queries),
+            bank_set: train.clone(),
+            query_set: test,
+            k: cfg.monitor.knn_k,
+            t: cfg.monitor.knn_t,
+            batch: cfg.monitor.batch_size,
+            num_classes,
+        };
+        observer.on_monitor(epoch_done);
+        let acc = final_monitor.evaluate(&pair.master, device)?;
+        tracing::info!(knn_top1_test = acc, "kNN on the test split after training");
+        knn_test = Some(acc);
     }
     Ok(Summary {
         run_dir: paths.root,
@@ -624,6 +788,7 @@ pub fn pretrain(
         knn_initial,
         knn_final,
         best_knn: best.0,
+        knn_test,
         chance: 1.0 / num_classes.max(1) as f64,
         samples_per_s: train_samples as f64 / train_time.max(1e-9),
         wall_s: wall.elapsed().as_secs_f64(),

@@ -58,6 +58,9 @@ fn config(root: &Path, data: &Path, name: &str, extra: &[&str]) -> PretrainConfi
         "optim.batch_size=4".into(),
         "optim.warmup_epochs=0.5".into(),
         "moco.k=8".into(),
+        // 8 training samples: a queue of 8 is long on purpose (tiny test data).
+        "moco.allow_long_queue=true".into(),
+        "moco.bn_sub_batches=2".into(),
         "model.head_hidden=16".into(),
         "model.head_out=8".into(),
         "monitor.knn_k=3".into(),
@@ -249,4 +252,109 @@ fn the_shipped_synthetic_config_is_the_built_in_default() {
         }
     }
     assert!(n >= 7);
+}
+
+/// The test split is read only by the final evaluation: with every test recording destroyed,
+/// all epochs, checkpoints (the `best` one included, chosen on the validation split of train)
+/// and the final encoder are written, and only the final evaluation fails, naming a test file.
+#[test]
+fn the_test_split_is_never_read_before_the_final_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_data(&data);
+    let tests = std::fs::read_to_string(data.join("trials_to_test.txt")).unwrap();
+    let mut broken = Vec::new();
+    for name in tests.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let p = data.join(name);
+        std::fs::write(&p, b"not an event file").unwrap();
+        broken.push(name.to_string());
+    }
+    assert!(!broken.is_empty());
+    let runs = tmp.path().join("runs");
+    let cfg = config(&runs, &data, "notest", &[]);
+    struct Epochs(Vec<(usize, Option<f64>)>);
+    impl Observer for Epochs {
+        fn on_epoch(&mut self, r: &nmoco_train::EpochReport) -> ControlFlow<()> {
+            self.0.push((r.epoch, r.knn_top1));
+            ControlFlow::Continue(())
+        }
+    }
+    let mut seen = Epochs(vec![]);
+    let e = pretrain(&cfg, &Device::Cpu, false, &mut seen).unwrap_err();
+    // Epoch 0 (before training) and both epochs ran their validation kNN.
+    assert_eq!(
+        seen.0
+            .iter()
+            .map(|(e, k)| (*e, k.is_some()))
+            .collect::<Vec<_>>(),
+        vec![(0, true), (1, true), (2, true)]
+    );
+    let d = runs.join("notest");
+    for f in [
+        "checkpoints/best",
+        "checkpoints/epoch-0002/state.json",
+        "final/encoder.safetensors",
+        "final/files.json",
+    ] {
+        assert!(d.join(f).is_file(), "{f} missing");
+    }
+    let chain = format!("{:?}", anyhow_chain(&e));
+    assert!(
+        broken.iter().any(|b| chain.contains(b.as_str())),
+        "the error should name a test recording: {chain}"
+    );
+}
+
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// A truncated `master.safetensors` in the latest checkpoint: `--resume` fails before training
+/// with an error naming the file and the earlier intact checkpoint, and `--resume-from` that
+/// checkpoint continues the run.
+#[test]
+fn a_damaged_checkpoint_is_named_and_resume_from_an_earlier_one_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    make_data(&data);
+    let runs = tmp.path().join("runs");
+    let cfg = config(
+        &runs,
+        &data,
+        "damaged",
+        &["checkpoint.keep_last=3", "run.epochs=3"],
+    );
+    let stop = |n| KillAfter(n);
+    // Two epochs of two steps each (checkpoints written), then stop in the third.
+    pretrain(&cfg, &Device::Cpu, false, &mut stop(5)).unwrap();
+    let ck = runs.join("damaged/checkpoints");
+    let m = ck.join("epoch-0002/master.safetensors");
+    let bytes = std::fs::read(&m).unwrap();
+    std::fs::write(&m, &bytes[..100]).unwrap();
+    let e = pretrain(&cfg, &Device::Cpu, true, &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("epoch-0002/master.safetensors")
+            && e.contains("size 100 bytes")
+            && e.contains("--resume-from epoch-0001"),
+        "{e}"
+    );
+    let s = nmoco_train::pretrain_from(
+        &cfg,
+        &Device::Cpu,
+        &nmoco_train::Resume::From("epoch-0001".into()),
+        &mut Silent,
+    )
+    .unwrap();
+    assert_eq!(s.epochs_done, 3);
+    // The damaged checkpoint was rewritten by the continued run.
+    assert!(nmoco_train::checkpoint::verify(&ck.join("epoch-0002")).is_ok());
 }

@@ -10,7 +10,9 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::DatasetKind;
 use nmoco_train::config::{DATA_ROOT_ENV, DeviceKind};
-use nmoco_train::{EpochReport, Observer, PretrainConfig, StartInfo, StepReport, pretrain};
+use nmoco_train::{
+    EpochReport, Observer, PretrainConfig, Resume, StartInfo, StepReport, pretrain_from,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -26,6 +28,9 @@ pub struct Args {
     /// Continue the run from its latest checkpoint
     #[arg(long)]
     pub resume: bool,
+    /// Continue the run from the named checkpoint (e.g. epoch-0003) instead of the latest one
+    #[arg(long, value_name = "epoch-NNNN", conflicts_with = "resume")]
+    pub resume_from: Option<String>,
     /// Run name (outputs go to runs/<name>/)
     #[arg(long)]
     pub name: Option<String>,
@@ -152,7 +157,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     pb.enable_steady_tick(Duration::from_millis(500));
     let mut bar = Bar { pb, chance: None };
-    let summary = pretrain(&cfg, &device, args.resume, &mut bar);
+    let resume = match (&args.resume_from, args.resume) {
+        (Some(name), _) => Resume::From(name.clone()),
+        (None, true) => Resume::Latest,
+        (None, false) => Resume::No,
+    };
+    let summary = pretrain_from(&cfg, &device, &resume, &mut bar);
     bar.pb.finish_and_clear();
     let s = summary
         .map_err(anyhow::Error::from)
@@ -173,12 +183,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or("-".into())
     };
     println!(
-        "knn top-1:      {} -> {} (best {}, chance {:.1}%)",
+        "knn top-1 val:  {} -> {} (best {}, chance {:.1}%; validation split of train)",
         pct(s.knn_initial),
         pct(s.knn_final),
         pct(s.best_knn),
         s.chance * 100.0
     );
+    println!("knn top-1 test: {} (after the last epoch)", pct(s.knn_test));
     println!(
         "throughput:     {:.1} samples/s (training steps)",
         s.samples_per_s
