@@ -89,6 +89,7 @@ pub fn locate(path: &Path) -> Result<EncoderCheckpoint, Error> {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
+    verify_weights(&weights)?;
     let config_path = dir
         .ancestors()
         .take(4)
@@ -114,6 +115,101 @@ pub fn locate(path: &Path) -> Result<EncoderCheckpoint, Error> {
         data: view.data,
         dir,
     })
+}
+
+#[derive(Deserialize)]
+struct FileDigest {
+    size: u64,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+struct DigestsView {
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, FileDigest>,
+}
+
+/// Check `weights` against the size and SHA-256 that the trainer recorded next to it
+/// (`final/files.json` for `final/encoder.safetensors`, the checkpoint's `state.json` for
+/// `master.safetensors`). Files without a record (older runs, exported files) pass with a
+/// warning; a mismatch is an error naming the file, what differs, and an intact alternative.
+pub fn verify_weights(weights: &Path) -> Result<(), Error> {
+    let (Some(dir), Some(name)) = (
+        weights.parent(),
+        weights.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Ok(());
+    };
+    let record = ["files.json", "state.json"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file());
+    let Some(record) = record else {
+        tracing::warn!(file = %weights.display(), "no recorded size and SHA-256 to check the weights against");
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&record).map_err(io(&record))?;
+    let view: DigestsView = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: record.clone(),
+        reason: format!("cannot read its file digests: {e}"),
+    })?;
+    let Some(want) = view.files.get(name) else {
+        tracing::warn!(file = %weights.display(), record = %record.display(), "no recorded size and SHA-256 for this file");
+        return Ok(());
+    };
+    let size = std::fs::metadata(weights).map_err(io(weights))?.len();
+    let what = if size != want.size {
+        Some(format!(
+            "size {size} bytes, but {} bytes were written",
+            want.size
+        ))
+    } else {
+        use sha2::{Digest, Sha256};
+        let bytes = std::fs::read(weights).map_err(io(weights))?;
+        let got: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (got != want.sha256).then(|| {
+            format!(
+                "SHA-256 {got} differs from the {} recorded when it was written",
+                want.sha256
+            )
+        })
+    };
+    let Some(what) = what else { return Ok(()) };
+    Err(Error::Damaged {
+        file: weights.to_path_buf(),
+        what,
+        alternative: intact_alternative(weights),
+    })
+}
+
+/// For a damaged `final/encoder.safetensors` or checkpoint: the newest checkpoint whose
+/// `master.safetensors` matches its record.
+fn intact_alternative(weights: &Path) -> Option<PathBuf> {
+    let dir = weights.parent()?;
+    let run = if dir.file_name()? == "final" {
+        dir.parent()?.to_path_buf()
+    } else {
+        dir.parent()?.parent()?.to_path_buf()
+    };
+    let ck = run.join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&ck)
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|n| n.starts_with("epoch-"))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .rev()
+        .map(|n| ck.join(n).join("master.safetensors"))
+        .filter(|m| m.as_path() != weights && m.is_file())
+        .find(|m| {
+            m.parent().is_some_and(|d| d.join("state.json").is_file()) && verify_weights(m).is_ok()
+        })
 }
 
 /// Check that a dataset config produces the input the checkpoint's encoder was trained on.

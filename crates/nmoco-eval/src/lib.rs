@@ -52,6 +52,19 @@ pub enum Error {
     },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// An encoder file differs from the size or SHA-256 recorded when it was written.
+    #[error(
+        "encoder file {file} is damaged: {what}; {}",
+        match alternative {
+            Some(a) => format!("the checkpoint weights {} are intact: pass --checkpoint {}", a.display(), a.parent().map(|p| p.display().to_string()).unwrap_or_default()),
+            None => "no intact checkpoint of this run was found".to_string(),
+        }
+    )]
+    Damaged {
+        file: PathBuf,
+        what: String,
+        alternative: Option<PathBuf>,
+    },
     #[error("checkpoint {path} does not fit: {reason}")]
     Incompatible { path: PathBuf, reason: String },
     #[error(transparent)]

@@ -31,6 +31,11 @@ pub struct ProbeConfig {
     /// Train-mode passes over the training split that estimate a randomly initialised
     /// backbone's BN running statistics before its features are extracted ([`calibrate_bn`]).
     pub bn_calibration_passes: usize,
+    /// Fraction of the training labels the classifiers see (stratified, seeded by `seed`);
+    /// 1.0 = all. Features are extracted for the whole split either way.
+    pub label_fraction: f64,
+    /// Seed of the label-fraction subset.
+    pub seed: u64,
 }
 
 impl Default for ProbeConfig {
@@ -40,6 +45,8 @@ impl Default for ProbeConfig {
             knn: KnnConfig::default(),
             batch_size: 32,
             bn_calibration_passes: 3,
+            label_fraction: 1.0,
+            seed: 0,
         }
     }
 }
@@ -239,6 +246,29 @@ pub fn probe(
     classes: usize,
     cfg: &ProbeConfig,
 ) -> Result<ProbeOutcome, Error> {
+    if !(cfg.label_fraction > 0.0 && cfg.label_fraction <= 1.0) {
+        return Err(Error::Config {
+            key: "probe.label_fraction",
+            message: format!("must be in (0, 1], got {}", cfg.label_fraction),
+        });
+    }
+    let subset;
+    let train = if cfg.label_fraction < 1.0 {
+        let (_, keep) =
+            crate::linear::stratified_split(&train.labels, cfg.label_fraction, cfg.seed);
+        let d = train.features.d;
+        let mut data = Vec::with_capacity(keep.len() * d);
+        for &i in &keep {
+            data.extend_from_slice(train.features.row(i));
+        }
+        subset = SplitFeatures {
+            features: Features::new(data, keep.len(), d)?,
+            labels: keep.iter().map(|&i| train.labels[i]).collect(),
+        };
+        &subset
+    } else {
+        train
+    };
     let (model, selection) =
         fit_with_selection(&train.features, &train.labels, classes, &cfg.linear)?;
     let linear = evaluate(&model.scores(&test.features)?, classes, &test.labels)?;

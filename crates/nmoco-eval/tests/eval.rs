@@ -269,3 +269,152 @@ fn bn_calibration_gives_the_random_init_baseline_real_features() {
     assert_ne!(before.features, after_calibration.features);
     assert!(energy(&after_calibration.features) > 0.0);
 }
+
+fn digest(p: &Path) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(p).unwrap();
+    let hex: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({ "size": bytes.len(), "sha256": hex })
+}
+
+#[test]
+fn a_damaged_final_encoder_is_named_with_an_intact_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    let data = data_config(&root, 16);
+    let bb = tiny_backbone(8);
+    let run = fake_run(tmp.path(), &bb, &data);
+    let enc = run.join("final/encoder.safetensors");
+    std::fs::write(
+        run.join("final/files.json"),
+        serde_json::json!({ "files": { "encoder.safetensors": digest(&enc) } }).to_string(),
+    )
+    .unwrap();
+    // An intact checkpoint with its state.json digests.
+    let ck = run.join("checkpoints/epoch-0002");
+    std::fs::create_dir_all(&ck).unwrap();
+    std::fs::copy(&enc, ck.join("master.safetensors")).unwrap();
+    std::fs::write(
+        ck.join("state.json"),
+        serde_json::json!({ "epoch": 2, "files": { "master.safetensors": digest(&ck.join("master.safetensors")) } })
+            .to_string(),
+    )
+    .unwrap();
+    locate(&run).unwrap();
+    // Truncate the final encoder.
+    let bytes = std::fs::read(&enc).unwrap();
+    std::fs::write(&enc, &bytes[..bytes.len() - 10]).unwrap();
+    let e = locate(&run).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::Damaged { .. }), "{text}");
+    assert!(
+        text.contains("final/encoder.safetensors")
+            && text.contains(&format!("size {} bytes", bytes.len() - 10))
+            && text.contains("epoch-0002/master.safetensors"),
+        "{text}"
+    );
+    // Same size, one byte changed: the SHA-256 is named.
+    let mut b2 = bytes.clone();
+    b2[bytes.len() - 1] ^= 1;
+    std::fs::write(&enc, &b2).unwrap();
+    let text = locate(&run).unwrap_err().to_string();
+    assert!(text.contains("SHA-256"), "{text}");
+    // The checkpoint itself is accepted.
+    assert!(locate(&ck).is_ok());
+}
+
+#[test]
+fn finetune_with_the_recipe_reports_last_selected_and_max() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    make_data(&root);
+    let data = data_config(&root, 16);
+    let bb = tiny_backbone(8);
+    let run = fake_run(tmp.path(), &bb, &data);
+    let ck = locate(&run).unwrap();
+    let train = Arc::new(Dataset::open(&data, Split::Train).unwrap());
+    let test = Arc::new(Dataset::open(&data, Split::Test).unwrap());
+    let cfg = FinetuneConfig {
+        epochs: 2,
+        cooldown_epochs: 1,
+        batch_size: 4,
+        warmup_epochs: 1.0,
+        warmup_lr: 1e-5,
+        min_lr: 1e-5,
+        label_smoothing: 0.1,
+        mixup_alpha: 0.5,
+        mixup_prob: 0.5,
+        augment_policy: nmoco_eval::finetune::AugmentPolicy::FlipTrivialAugment,
+        val_fraction: 0.34,
+        ..FinetuneConfig::spikformer()
+    };
+    let out = finetune(
+        &bb,
+        Some(&ck.weights),
+        train,
+        test,
+        &cfg,
+        &Device::Cpu,
+        &|_, _, _, _| {},
+    )
+    .unwrap();
+    // 9 labelled samples, one per class held out for validation.
+    assert_eq!((out.train_used, out.val_used), (9, 3));
+    assert_eq!(out.epoch_loss.len(), 3);
+    assert_eq!(out.test_top1_per_epoch.len(), 3);
+    assert_eq!(out.val_top1_per_epoch.len(), 3);
+    assert_eq!(out.test.top1, out.test_top1_per_epoch[2]);
+    let max = out.test_top1_per_epoch.iter().cloned().fold(0.0, f64::max);
+    assert_eq!(out.test_max_top1, max);
+    assert_eq!(out.test_top1_per_epoch[out.test_max_epoch - 1], max);
+    // The selected epoch is the best on validation (the first of ties), whatever test says.
+    let vbest = out.val_top1_per_epoch.iter().cloned().fold(-1.0, f64::max);
+    let first = out
+        .val_top1_per_epoch
+        .iter()
+        .position(|v| *v == vbest)
+        .unwrap();
+    assert_eq!(out.selected_epoch, first + 1);
+    assert_eq!(out.test_selected.top1, out.test_top1_per_epoch[first]);
+}
+
+#[test]
+fn the_probe_fits_on_a_stratified_label_fraction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("synth");
+    make_data(&root);
+    let data = data_config(&root, 16);
+    let dev = Device::Cpu;
+    let (backbone, _vars) = load_backbone(&tiny_backbone(8), None, 3, &dev).unwrap();
+    let none = |_: usize, _: usize| {};
+    let tr = nmoco_eval::probe::extract_features(
+        &backbone,
+        Arc::new(Dataset::open(&data, Split::Train).unwrap()),
+        4,
+        &dev,
+        &none,
+    )
+    .unwrap();
+    let te = nmoco_eval::probe::extract_features(
+        &backbone,
+        Arc::new(Dataset::open(&data, Split::Test).unwrap()),
+        4,
+        &dev,
+        &none,
+    )
+    .unwrap();
+    let cfg = ProbeConfig {
+        label_fraction: 0.34,
+        ..Default::default()
+    };
+    let out = probe(&tr, &te, 3, &cfg).unwrap();
+    assert_eq!((out.train_size, out.test_size), (3, 9));
+    let bad = ProbeConfig {
+        label_fraction: 0.0,
+        ..Default::default()
+    };
+    assert!(probe(&tr, &te, 3, &bad).is_err());
+}

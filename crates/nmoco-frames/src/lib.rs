@@ -61,7 +61,9 @@ mod config;
 mod integrate;
 mod resize;
 
-pub use augment::{AugmentConfig, augment, augment_events, two_views, two_views_events};
+pub use augment::{
+    AugmentConfig, TrivialOp, augment, augment_events, trivial_augment, two_views, two_views_events,
+};
 pub use config::{FrameConfig, Normalize, Resize, Slicing};
 pub use integrate::{
     equal_time_bounds, event_count_bounds, integrate, integrate_batch, integrate_batch_into,

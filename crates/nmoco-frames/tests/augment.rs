@@ -481,3 +481,80 @@ mod props {
         }
     }
 }
+
+/// A sample whose every frame and channel holds one lit pixel at (x, y).
+fn one_pixel(t: usize, h: usize, w: usize, x: usize, y: usize) -> nmoco_frames::Frames {
+    let mut data = vec![0f32; t * 2 * h * w];
+    for plane in data.chunks_exact_mut(h * w) {
+        plane[y * w + x] = 1.0;
+    }
+    nmoco_frames::Frames { data, t, h, w }
+}
+
+fn lit(f: &nmoco_frames::Frames) -> Vec<Vec<usize>> {
+    f.data
+        .chunks_exact(f.h * f.w)
+        .map(|p| (0..p.len()).filter(|&i| p[i] != 0.0).collect())
+        .collect()
+}
+
+#[test]
+fn trivial_augment_ops_move_every_plane_alike_by_their_magnitude() {
+    use nmoco_frames::{TrivialOp, trivial_augment};
+    use rand::SeedableRng;
+    let cfg = nmoco_frames::AugmentConfig {
+        trivial_augment: true,
+        ..nmoco_frames::AugmentConfig::none()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let (h, w) = (20, 20);
+    // Translation at the largest bin: 0.1 · 20 = 2 pixels, sign chooses the direction.
+    let mut f = one_pixel(2, h, w, 10, 10);
+    trivial_augment(&mut f, &cfg, TrivialOp::TranslateX, 30, 1.0, &mut rng);
+    assert!(
+        lit(&f).iter().all(|p| p == &vec![10 * w + 12]),
+        "{:?}",
+        lit(&f)
+    );
+    let mut f = one_pixel(2, h, w, 10, 10);
+    trivial_augment(&mut f, &cfg, TrivialOp::TranslateY, 30, -1.0, &mut rng);
+    assert!(lit(&f).iter().all(|p| p == &vec![8 * w + 10]));
+    // Bin 0 is the identity for every op; so is Identity at any bin.
+    for op in TrivialOp::ALL {
+        let mut f = one_pixel(2, h, w, 3, 4);
+        trivial_augment(&mut f, &cfg, op, 0, 1.0, &mut rng);
+        assert_eq!(f, one_pixel(2, h, w, 3, 4), "{op:?} at bin 0");
+    }
+    let mut f = one_pixel(2, h, w, 3, 4);
+    trivial_augment(&mut f, &cfg, TrivialOp::Identity, 30, 1.0, &mut rng);
+    assert_eq!(f, one_pixel(2, h, w, 3, 4));
+    // Shear / rotation move an off-centre pixel, identically in every plane.
+    for op in [TrivialOp::ShearX, TrivialOp::ShearY, TrivialOp::Rotate] {
+        let mut f = one_pixel(3, h, w, 2, 3);
+        trivial_augment(&mut f, &cfg, op, 30, 1.0, &mut rng);
+        let l = lit(&f);
+        assert!(l.iter().all(|p| p == &l[0]), "{op:?}: planes differ");
+        assert_ne!(l[0], vec![3 * w + 2], "{op:?} did not move the pixel");
+    }
+    // Through `augment`: seeded, and over many seeds every operation shows up.
+    let base = one_pixel(2, h, w, 2, 3);
+    let a = nmoco_frames::augment(&base, &cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
+    let b = nmoco_frames::augment(&base, &cfg, &mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
+    assert_eq!(a, b);
+    let distinct: std::collections::BTreeSet<Vec<usize>> = (0..200)
+        .map(|s| {
+            lit(&nmoco_frames::augment(
+                &base,
+                &cfg,
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(s),
+            ))[0]
+                .clone()
+        })
+        .collect();
+    assert!(
+        distinct.len() > 10,
+        "only {} distinct outcomes",
+        distinct.len()
+    );
+    assert!(distinct.contains(&vec![3 * w + 2]), "identity never drawn");
+}

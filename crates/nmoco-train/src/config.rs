@@ -73,6 +73,11 @@ pub struct RunConfig {
     pub device: DeviceKind,
     /// Write a `step` metrics record every this many steps (1 = every step).
     pub log_every: usize,
+    /// The fine-tuning recipe for this run (an evaluation config, e.g.
+    /// `configs/finetune_cifar10dvs_sew18.toml`, relative to the working directory);
+    /// `nmoco finetune` uses it when no `--config` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune_config: Option<PathBuf>,
 }
 
 impl Default for RunConfig {
@@ -84,6 +89,7 @@ impl Default for RunConfig {
             epochs: 100,
             device: DeviceKind::Cpu,
             log_every: 1,
+            finetune_config: None,
         }
     }
 }
@@ -638,6 +644,7 @@ impl PretrainConfig {
         c.run.name = String::new();
         c.run.runs_dir = PathBuf::new();
         c.run.device = DeviceKind::Cpu;
+        c.run.finetune_config = None;
         let text = c.to_toml()?;
         let d = Sha256::digest(text.as_bytes());
         Ok(d.iter().map(|b| format!("{b:02x}")).collect())

@@ -71,9 +71,13 @@ pub fn setup(
         }
         None => toml::Table::new(),
     };
-    if !table.contains_key("data") {
-        table.insert("data".into(), toml::Value::try_from(&ckpt.data)?);
+    // `[data]`: the checkpoint's, with whatever the eval config's own `[data]` table sets on top
+    // (e.g. only `[data.augment]` ranges, or another `root`).
+    let mut data = toml::Value::try_from(&ckpt.data)?;
+    if let Some(own) = table.remove("data") {
+        merge(&mut data, own);
     }
+    table.insert("data".into(), data);
     if !table.contains_key("finetune") {
         table.insert(
             "finetune".into(),
@@ -127,6 +131,23 @@ pub fn setup(
         train,
         test,
     })
+}
+
+/// Overlay `top` on `base`: tables merge key by key, anything else replaces.
+pub fn merge(base: &mut toml::Value, top: toml::Value) {
+    match (base, top) {
+        (toml::Value::Table(b), toml::Value::Table(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
+    }
 }
 
 pub fn dataset_name(kind: &DatasetKind) -> String {
@@ -190,6 +211,69 @@ pub fn print_table(rows: &[Row], chance: f64) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_finetune_configs_parse_and_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.starts_with("finetune_") && name.ends_with(".toml")) {
+                continue;
+            }
+            let mut t: toml::Table = std::fs::read_to_string(&p).unwrap().parse().unwrap();
+            let mut data =
+                toml::Value::try_from(DataConfig::for_dataset(DatasetKind::Cifar10Dvs, "/data"))
+                    .unwrap();
+            if let Some(own) = t.remove("data") {
+                merge(&mut data, own);
+            }
+            t.insert("data".into(), data);
+            let cfg: EvalConfig = toml::Value::Table(t)
+                .try_into()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            cfg.finetune
+                .validate()
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            n += 1;
+        }
+        assert_eq!(n, 5, "one fine-tuning config per real dataset and backbone");
+        // The pre-training configs of the real datasets name theirs.
+        for (pre, ft) in [
+            ("cifar10dvs_sew18", "finetune_cifar10dvs_sew18"),
+            ("cifar10dvs_spikformer", "finetune_cifar10dvs_spikformer"),
+            ("dvs128gesture_sew18", "finetune_dvs128gesture_sew18"),
+            (
+                "dvs128gesture_spikformer",
+                "finetune_dvs128gesture_spikformer",
+            ),
+            ("ncaltech101_sew18", "finetune_ncaltech101_sew18"),
+        ] {
+            let c = nmoco_train::PretrainConfig::load(
+                &dir.join(format!("{pre}.toml")),
+                &[],
+                Some("/data"),
+            )
+            .unwrap();
+            assert_eq!(
+                c.run.finetune_config.as_deref(),
+                Some(std::path::Path::new(&format!("configs/{ft}.toml")))
+            );
+            assert!(dir.join(format!("{ft}.toml")).is_file());
+        }
+    }
+
+    #[test]
+    fn merge_overlays_tables() {
+        let mut a: toml::Value = toml::from_str("[x]\na = 1\nb = 2\n[y]\nc = 3\n").unwrap();
+        let b: toml::Value = toml::from_str("[x]\nb = 5\nd = 6\n").unwrap();
+        merge(&mut a, b);
+        let want: toml::Value = toml::from_str("[x]\na = 1\nb = 5\nd = 6\n[y]\nc = 3\n").unwrap();
+        assert_eq!(a, want);
+    }
+
     #[test]
     fn the_default_checkpoint_is_where_the_default_pretraining_writes() {
         let cfg = nmoco_train::PretrainConfig::default();

@@ -38,11 +38,33 @@ fn pretrain_epochs(config_path: &Path) -> Option<usize> {
     usize::try_from(epochs).ok().filter(|e| *e > 0)
 }
 
+/// The pre-training run's `run.finetune_config`, read from its `config.toml`.
+fn run_finetune_config(config_path: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(config_path).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    Some(table.get("run")?.get("finetune_config")?.as_str()?.into())
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut common = args.common.clone();
     if let Some(f) = args.label_fraction {
         common.set.push(format!("finetune.label_fraction={f}"));
+    }
+    // Without --config: the recipe the pre-training config names (run.finetune_config).
+    if common.config.is_none()
+        && let Ok(ck) = nmoco_eval::locate(&common.checkpoint)
+        && let Some(p) = run_finetune_config(&ck.config_path)
+    {
+        if p.is_file() {
+            eprintln!("fine-tuning recipe {} (run.finetune_config)", p.display());
+            common.config = Some(p);
+        } else {
+            eprintln!(
+                "warning: run.finetune_config names {}, which does not exist; using the built-in recipe",
+                p.display()
+            );
+        }
     }
     let s = setup(&common, |ck| match ck.backbone {
         BackboneConfig::Spikformer(_) => FinetuneConfig::spikformer(),
@@ -72,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         suffix = format!("{suffix}-{tag}");
     }
     let mut rows = Vec::new();
+    let mut summaries = Vec::new();
     for (w, protocol, encoder) in runs {
         let pb = ProgressBar::new(0);
         pb.set_style(
@@ -82,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
         pb.enable_steady_tick(Duration::from_millis(500));
         let progress = |epoch: usize, step: usize, per_epoch: usize, loss: f64| {
-            pb.set_length((per_epoch * cfg.epochs) as u64);
+            pb.set_length((per_epoch * (cfg.epochs + cfg.cooldown_epochs)) as u64);
             pb.set_position((epoch * per_epoch + step) as u64);
             pb.set_message(format!("ep {epoch} loss {loss:.4}"));
         };
@@ -112,11 +135,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             &out.test,
             s.train.class_names().to_vec(),
             cfg.seed,
-            serde_json::json!({ "finetune": cfg, "epoch_loss": out.epoch_loss, "data": s.cfg.data }),
+            serde_json::json!({
+                "finetune": cfg,
+                "epoch_loss": out.epoch_loss,
+                "data": s.cfg.data,
+                "top1_is": "test accuracy after the last epoch",
+                "test_top1_last_epoch": out.test.top1,
+                "test_top1_at_selected_epoch": out.test_selected.top1,
+                "selected_epoch": out.selected_epoch,
+                "selected_on": if out.val_used > 0 { "validation split of train" } else { "last epoch (no validation split)" },
+                "val_samples": out.val_used,
+                "test_top1_max_over_epochs_as_the_literature_reports_it": out.test_max_top1,
+                "test_max_epoch": out.test_max_epoch,
+                "test_top1_per_epoch": out.test_top1_per_epoch,
+                "val_top1_per_epoch": out.val_top1_per_epoch,
+            }),
         )
         .write(&dir)
         .map_err(anyhow::Error::from)
         .with_context(|| format!("writing the report in {}", dir.display()))?;
+        summaries.push(format!(
+            "{protocol} ({encoder}): last epoch {:.1}% | epoch {} chosen on {} {:.1}% | max over epochs {:.1}% (epoch {}, as the literature reports it)",
+            100.0 * out.test.top1,
+            out.selected_epoch,
+            if out.val_used > 0 { "validation" } else { "last epoch" },
+            100.0 * out.test_selected.top1,
+            100.0 * out.test_max_top1,
+            out.test_max_epoch
+        ));
         rows.push(Row {
             protocol: format!(
                 "{protocol} ({} labels)",
@@ -137,6 +183,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     print_table(&rows, 1.0 / s.train.num_classes().max(1) as f64);
+    println!("(top-1 above: test accuracy after the last epoch)");
+    for line in &summaries {
+        println!("{line}");
+    }
     println!("wall time: {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }

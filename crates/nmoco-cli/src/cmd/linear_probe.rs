@@ -19,6 +19,10 @@ use super::evalcfg::{CommonArgs, Row, Setup, dataset_name, print_table, report_d
 pub struct Args {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Fit the classifiers on this fraction of the training labels (stratified, seeded by
+    /// probe.seed), e.g. 0.01 or 0.1; reports go to `linear_probe-<N>pct`
+    #[arg(long)]
+    pub label_fraction: Option<f64>,
 }
 
 fn bar(label: &str) -> ProgressBar {
@@ -84,7 +88,16 @@ fn run_encoder(s: &Setup, weights: Option<&Path>, encoder: &str) -> anyhow::Resu
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let s = setup(&args.common, |_| Default::default())?;
+    let mut common = args.common.clone();
+    if let Some(f) = args.label_fraction {
+        common.set.push(format!("probe.label_fraction={f}"));
+    }
+    let s = setup(&common, |_| Default::default())?;
+    let suffix = if s.cfg.probe.label_fraction < 1.0 {
+        format!("-{}pct", (s.cfg.probe.label_fraction * 100.0).round())
+    } else {
+        String::new()
+    };
     let weights = s.ckpt.weights.clone();
     let mut encoders: Vec<(Option<&Path>, &str)> = vec![(Some(weights.as_path()), "pretrained")];
     if !args.common.no_baseline {
@@ -105,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 serde_json::json!({ "knn": s.cfg.probe.knn }),
             ),
         ] {
-            let dir = report_dir(&s.ckpt.dir, protocol, encoder);
+            let dir = report_dir(&s.ckpt.dir, &format!("{protocol}{suffix}"), encoder);
             let report = Report::new(
                 protocol,
                 encoder,
