@@ -177,13 +177,10 @@ impl FinetuneConfig {
                 format!("must be in [0, 1), got {}", self.val_fraction),
             );
         }
-        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs <= self.epochs as f64) {
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
             return bad(
                 "finetune.warmup_epochs",
-                format!(
-                    "must be in [0, finetune.epochs = {}], got {}",
-                    self.epochs, self.warmup_epochs
-                ),
+                format!("must be a finite number >= 0, got {}", self.warmup_epochs),
             );
         }
         Ok(())

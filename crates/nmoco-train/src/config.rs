@@ -265,7 +265,8 @@ pub struct MonitorConfig {
     /// is chosen on it; the test split is read once, after the last epoch.
     pub val_fraction: f64,
     /// Train-mode passes over the bank that re-estimate the BN statistics of the fresh encoder
-    /// before the "before training" kNN value (the initial statistics are restored afterwards).
+    /// (plain average of the per-batch statistics) before the "before training" kNN value; the
+    /// initial statistics are restored afterwards.
     pub bn_calibration_passes: usize,
 }
 
@@ -279,7 +280,7 @@ impl Default for MonitorConfig {
             knn_queries: 500,
             batch_size: 64,
             val_fraction: 0.1,
-            bn_calibration_passes: 3,
+            bn_calibration_passes: 1,
         }
     }
 }

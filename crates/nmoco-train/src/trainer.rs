@@ -213,9 +213,11 @@ pub fn monitor_split(train: &Dataset, val_fraction: f64, seed: u64) -> (Vec<usiz
     nmoco_data::split::stratified_split(train.labels(), val_fraction, seed ^ 0x0076_616c)
 }
 
-/// Re-estimate the BN running statistics of `enc` with `passes` train-mode passes over
-/// `indices` of `ds` (seeded order, batches of `batch`); returns the statistics before, for
-/// [`restore_buffers`].
+/// Re-estimate the BN running statistics of `enc` from `passes` train-mode passes over
+/// `indices` of `ds` (seeded order, batches of `batch`): each statistic becomes the plain
+/// average of its per-batch values (PyTorch's `momentum = None`), so one pass gives converged
+/// statistics however far the initial ones (0 / 1) are from the data's. Returns the statistics
+/// before, for [`restore_buffers`].
 pub fn calibrate_bn<E: Encoder>(
     enc: &E,
     vars: &candle_nn::VarMap,
@@ -236,7 +238,10 @@ pub fn calibrate_bn<E: Encoder>(
         })
         .collect::<Result<Vec<_>>>()?;
     let batch = batch.max(2);
-    for pass in 0..passes {
+    // BN's update is r ← 0.9·r + 0.1·s: from r = 0, one forward leaves 0.1·s.
+    let mut sums: Vec<Option<Tensor>> = vec![None; saved.len()];
+    let mut batches = 0usize;
+    for pass in 0..passes.max(1) {
         let mut order = indices.to_vec();
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
             0x00b7_ca11 + pass as u64,
@@ -248,7 +253,24 @@ pub fn calibrate_bn<E: Encoder>(
                 xs.push(Tensor::from_vec(f.data, (f.t, 2, f.h, f.w), device)?);
             }
             let x = Tensor::stack(&xs, 1)?;
+            for (v, _) in &saved {
+                v.set(&v.as_detached_tensor().zeros_like()?)?;
+            }
             enc.features(&x, true)?;
+            for ((v, _), sum) in saved.iter().zip(sums.iter_mut()) {
+                let s = (v.as_detached_tensor() * 10.0)?;
+                *sum = Some(match sum.take() {
+                    Some(acc) => (acc + s)?,
+                    None => s,
+                });
+            }
+            batches += 1;
+        }
+    }
+    for ((v, init), sum) in saved.iter().zip(sums) {
+        match sum {
+            Some(s) => v.set(&(s / batches as f64)?)?,
+            None => v.set(init)?,
         }
     }
     Ok(saved)

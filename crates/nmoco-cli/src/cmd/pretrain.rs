@@ -114,6 +114,16 @@ fn ensure_synthetic(root: &Path) -> anyhow::Result<()> {
     if present {
         return Ok(());
     }
+    // Only the default set is generated on the fly; another root (e.g. the larger pool of
+    // configs/synthetic_pool.toml) is made with `nmoco make-synthetic` and its own settings.
+    let default_root = PretrainConfig::default().data.root;
+    if root != default_root {
+        anyhow::bail!(
+            "the synthetic dataset {} does not exist: generate it first, e.g. `nmoco make-synthetic --out {} --per-class 20` for configs/synthetic_pool.toml",
+            root.display(),
+            root.display()
+        );
+    }
     eprintln!("generating the synthetic dataset in {} ...", root.display());
     let s = nmoco_synth::generate(&nmoco_synth::SynthConfig::default(), root)
         .with_context(|| format!("generating the synthetic dataset in {}", root.display()))?;
