@@ -27,10 +27,11 @@ enum Cmd {
     Data(util::Forward),
     /// Render frames of an event file or dataset sample as a PNG grid (FILE --out grid.png)
     Show(util::Forward),
-    /// NeuroMoCo pre-training ([--config FILE] [--set k=v ...] [--cuda] [--resume] [--name RUN])
+    /// NeuroMoCo pre-training ([--config FILE] [--set k=v ...] [--cuda] [--resume | --resume-from epoch-NNNN]
+    /// [--name RUN])
     Pretrain(util::Forward),
     /// Linear probe + kNN of a pre-trained encoder, with the random-init baseline
-    /// ([--checkpoint PATH] [--config FILE] [--set k=v ...] [--cuda])
+    /// ([--checkpoint PATH] [--config FILE] [--label-fraction F] [--set k=v ...] [--cuda])
     LinearProbe(util::Forward),
     /// Fine-tune a pre-trained encoder, with the supervised-from-scratch baseline
     /// ([--checkpoint PATH] [--label-fraction F] [--set k=v ...] [--cuda])
