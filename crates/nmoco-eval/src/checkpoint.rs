@@ -238,7 +238,7 @@ pub fn load_backbone(
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let backbone = Backbone::new(cfg, vb.pp("backbone"))?;
-    nmoco_models::seeded_init(&varmap, init_seed)?;
+    nmoco_models::seeded_init_with(&varmap, init_seed, cfg.conv_init())?;
     if let Some(w) = weights {
         load_into(&varmap, w).map_err(|e| match e {
             Error::Incompatible { path, reason } => Error::Incompatible {

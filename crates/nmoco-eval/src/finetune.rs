@@ -319,7 +319,7 @@ pub fn finetune(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let backbone = Backbone::new(backbone_cfg, vb.pp("backbone"))?;
     let classifier = Classifier::new(backbone.feature_dim(), classes, vb.pp("classifier"))?;
-    nmoco_models::seeded_init(&varmap, cfg.seed)?;
+    nmoco_models::seeded_init_with(&varmap, cfg.seed, backbone_cfg.conv_init())?;
     if let Some(w) = weights {
         crate::checkpoint::load_into(&varmap, w)?;
     }

@@ -49,6 +49,7 @@ fn tiny_backbone(width: usize) -> BackboneConfig {
         }],
         downsample: Downsample::Transition,
         connect: Connect::Add,
+        init: Default::default(),
         neuron: Default::default(),
     })
 }

@@ -45,6 +45,20 @@ pub enum Downsample {
     Transition,
 }
 
+/// How the convolution weights of a SEW-ResNet are initialised (by [`crate::seeded_init_with`]
+/// and when the layers are created). Linear layers and biases always use PyTorch's default
+/// `U(−1/√fan_in, 1/√fan_in)`; BN starts at weight 1, bias 0.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvInit {
+    /// PyTorch's default for `nn.Conv2d`: `U(−1/√fan_in, 1/√fan_in)`, `fan_in = C_in·k·k`.
+    #[default]
+    UniformFanIn,
+    /// SpikingJelly's `SEWResNet` (and torchvision's ResNet): `kaiming_normal_(mode="fan_out",
+    /// nonlinearity="relu")`, i.e. `N(0, 2 / fan_out)` with `fan_out = C_out·k·k`.
+    KaimingNormalFanOut,
+}
+
 /// One stage of a SEW-ResNet.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +94,9 @@ pub struct SewConfig {
     pub connect: Connect,
     /// Neuron used after every BN.
     pub neuron: NeuronConfig,
+    /// Initialisation of the convolution weights (absent in older configs: `uniform_fan_in`).
+    #[serde(default)]
+    pub init: ConvInit,
 }
 
 /// Spikformer configuration.
@@ -108,8 +125,9 @@ pub struct SpikformerConfig {
 
 impl BackboneConfig {
     /// SEW-ResNet-18: stem conv 7x7/2 (2 → 64) + BN + neuron + max-pool, four stages of two
-    /// basic blocks with 64–128–256–512 channels, ResNet-style shortcuts, ADD connect, LIF.
-    /// 11,173,376 trainable parameters.
+    /// basic blocks with 64–128–256–512 channels, ResNet-style shortcuts, ADD connect, LIF;
+    /// convolutions initialised as SpikingJelly's `sew_resnet18` does
+    /// ([`ConvInit::KaimingNormalFanOut`]). 11,173,376 trainable parameters.
     pub fn sew_resnet18() -> Self {
         let stage = |channels, stride| StageConfig {
             channels,
@@ -126,6 +144,7 @@ impl BackboneConfig {
             downsample: Downsample::Shortcut,
             connect: Connect::Add,
             neuron: NeuronConfig::default(),
+            init: ConvInit::KaimingNormalFanOut,
         })
     }
 
@@ -154,6 +173,7 @@ impl BackboneConfig {
             downsample: Downsample::Transition,
             connect: Connect::Add,
             neuron: NeuronConfig::default(),
+            init: ConvInit::UniformFanIn,
         })
     }
 
@@ -182,12 +202,15 @@ impl BackboneConfig {
             downsample: Downsample::Transition,
             connect: Connect::Add,
             neuron: NeuronConfig::default(),
+            init: ConvInit::UniformFanIn,
         })
     }
 
     /// Spikformer-2-256 for 128×128 inputs: SPS with 32/64/128/256 channels and a max-pool
     /// after each of the 4 stages (128 → 8, 64 tokens), 2 blocks, 16 heads, MLP ratio 4,
-    /// attention threshold 0.5, scale 0.125, LIF τ = 2. 2,564,096 trainable parameters.
+    /// attention threshold 0.5, scale 0.25, LIF τ = 2 with detach reset and the Sigmoid (α = 4)
+    /// surrogate: the official DVS model (`ZK-Zhou/spikformer`, `cifar10dvs/model.py`, whose
+    /// `MultiStepLIFNode` defaults to that surrogate). 2,564,096 trainable parameters.
     pub fn spikformer_2_256() -> Self {
         Self::Spikformer(SpikformerConfig {
             in_channels: 2,
@@ -197,8 +220,11 @@ impl BackboneConfig {
             mlp_ratio: 4,
             sps_pool: vec![true; 4],
             attn_threshold: 0.5,
-            attn_scale: 0.125,
-            neuron: NeuronConfig::default(),
+            attn_scale: 0.25,
+            neuron: NeuronConfig {
+                surrogate: nmoco_snn::Surrogate::Sigmoid { alpha: 4.0 },
+                ..NeuronConfig::default()
+            },
         })
     }
 
@@ -207,6 +233,15 @@ impl BackboneConfig {
         match self {
             Self::SewResnet(c) => &c.neuron,
             Self::Spikformer(c) => &c.neuron,
+        }
+    }
+
+    /// The convolution initialisation ([`ConvInit::UniformFanIn`] for Spikformer, as the
+    /// official code leaves its convolutions at PyTorch's default).
+    pub fn conv_init(&self) -> ConvInit {
+        match self {
+            Self::SewResnet(c) => c.init,
+            Self::Spikformer(_) => ConvInit::UniformFanIn,
         }
     }
 

@@ -13,6 +13,7 @@ use candle_core::{D, DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use nmoco_snn::{MultiStepNeuron, NeuronConfig, NeuronImpl, NeuronKind};
 
+use crate::config::ConvInit;
 use crate::error::ModelError;
 
 /// PyTorch's default init for conv/linear weights and linear biases.
@@ -72,7 +73,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A `k×k` convolution with the given stride and padding.
+    /// A `k×k` convolution with the given stride and padding (PyTorch's default init).
     pub fn new(
         c_in: usize,
         c_out: usize,
@@ -81,12 +82,35 @@ impl Conv2d {
         padding: usize,
         vb: VarBuilder<'_>,
     ) -> Result<Self> {
-        let fan_in = c_in * kernel * kernel;
-        let weight = vb.get_with_hints(
-            (c_out, c_in, kernel, kernel),
-            "weight",
-            fan_in_uniform(fan_in),
-        )?;
+        Self::new_with_init(
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+            ConvInit::UniformFanIn,
+            vb,
+        )
+    }
+
+    /// [`Conv2d::new`] with the given weight initialisation.
+    pub fn new_with_init(
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        init: ConvInit,
+        vb: VarBuilder<'_>,
+    ) -> Result<Self> {
+        let hint = match init {
+            ConvInit::UniformFanIn => fan_in_uniform(c_in * kernel * kernel),
+            ConvInit::KaimingNormalFanOut => Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / (c_out * kernel * kernel).max(1) as f64).sqrt(),
+            },
+        };
+        let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", hint)?;
         Ok(Self {
             weight,
             stride,
@@ -330,7 +354,9 @@ impl BatchNorm {
             &invstd,
             cfg,
         )?;
-        s.reshape(x.shape())
+        let s = s.reshape(x.shape())?;
+        sn.record(&s, t)?;
+        Ok(s)
     }
 }
 
@@ -338,14 +364,55 @@ impl BatchNorm {
 #[derive(Debug)]
 pub struct Spiking {
     neuron: MultiStepNeuron,
+    /// The variable prefix it was built under (e.g. `backbone.stem.sn`), for [`record_spikes`].
+    name: String,
+}
+
+thread_local! {
+    static SPIKE_RECORDER: std::cell::RefCell<Option<Vec<(String, Tensor)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns, next to its result, the output of every neuron layer that ran on this
+/// thread meanwhile, in call order, as `(prefix, spikes)` with the layer's variable prefix (e.g.
+/// `backbone.stages.0.blocks.1.sn2`) and the spikes detached and flattened to `[T, rest]`
+/// (`rest` in the layer's own row-major order: `[B, C, H, W]` for convolutional units, `[B, N,
+/// D]` for Spikformer's token units). For comparisons with other implementations (the oracle
+/// tests); costs nothing when not recording.
+pub fn record_spikes<R>(f: impl FnOnce() -> R) -> (R, Vec<(String, Tensor)>) {
+    let previous = SPIKE_RECORDER.with(|r| r.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let spikes = SPIKE_RECORDER.with(|r| std::mem::replace(&mut *r.borrow_mut(), previous));
+    (out, spikes.unwrap_or_default())
 }
 
 impl Spiking {
     /// Builds the neuron from its config.
     pub fn new(cfg: &NeuronConfig, vb: VarBuilder<'_>) -> Result<Self> {
+        let name = vb.prefix();
         Ok(Self {
             neuron: MultiStepNeuron::new(cfg, vb)?,
+            name,
         })
+    }
+
+    /// The variable prefix the layer was built under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Hands time-folded spikes `[T·B, ...]` to [`record_spikes`] when it is recording.
+    fn record(&self, s: &Tensor, t: usize) -> Result<()> {
+        let recording = SPIKE_RECORDER.with(|r| r.borrow().is_some());
+        if recording {
+            let flat = s.detach().reshape((t, s.elem_count() / t.max(1)))?;
+            SPIKE_RECORDER.with(|r| {
+                if let Some(v) = r.borrow_mut().as_mut() {
+                    v.push((self.name.clone(), flat));
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Runs the neuron on `[T, ...]`.
@@ -361,8 +428,9 @@ impl Spiking {
 
     /// Runs the neuron on a time-folded `[T·B, ...]` tensor and returns the same layout.
     pub fn forward_folded(&self, x: &Tensor, t: usize) -> Result<Tensor> {
-        let s = self.neuron.forward(&seq_unfold(x, t)?)?;
-        seq_fold(&s)
+        let s = seq_fold(&self.neuron.forward(&seq_unfold(x, t)?)?)?;
+        self.record(&s, t)?;
+        Ok(s)
     }
 }
 
@@ -371,8 +439,11 @@ impl Spiking {
 /// Built from plain candle ops (candle's own `max_pool2d` has no padding and no backward for
 /// overlapping windows). The border is replicate-padded, which gives the same maxima as
 /// PyTorch's `-inf` padding because every window that touches the border also contains the
-/// replicated element. The gradient of a window goes to its maximal elements, split equally
-/// between ties (candle's `max_pool2d` convention; PyTorch picks one).
+/// replicated element. The gradient of a window goes to its first maximal element in row-major
+/// window order, PyTorch's rule (its kernels keep the first index whose value is strictly
+/// greater than the running maximum); on spike inputs ties are the rule, so this decides
+/// where the gradient goes. Replicate padding keeps that rule: the copies of a border element
+/// come first in the scan only before elements that come after it in PyTorch's scan.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     if h == 0 || w == 0 {
@@ -405,20 +476,21 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     for v in &views[1..] {
         m = m.maximum(&v.detach())?;
     }
-    let masks = views
-        .iter()
-        .map(|v| v.detach().eq(&m)?.to_dtype(x.dtype()))
-        .collect::<Result<Vec<_>>>()?;
-    let mut count = masks[0].clone();
-    for mk in &masks[1..] {
-        count = (count + mk)?;
+    // One-hot mask of the first maximal view per output: `taken` turns 1 at the first match.
+    let mut taken = m.zeros_like()?;
+    let mut s: Option<Tensor> = None;
+    for v in &views {
+        let hit = v.detach().eq(&m)?.to_dtype(x.dtype())?;
+        let first = (&hit * taken.affine(-1.0, 1.0)?)?;
+        taken = taken.maximum(&hit)?;
+        let term = (v * &first)?;
+        s = Some(match s {
+            Some(acc) => (acc + term)?,
+            None => term,
+        });
     }
-    let mut s = (&views[0] * &masks[0])?;
-    for (v, mk) in views.iter().zip(&masks).skip(1) {
-        s = (s + (v * mk)?)?;
-    }
-    let s = s.div(&count)?;
-    // Exact maxima in the forward value, tie-split gradient in the backward.
+    let s = s.expect("nine views");
+    // Exact maxima in the forward value, the gradient to the first maximum in the backward.
     m + (&s - s.detach())?
 }
 

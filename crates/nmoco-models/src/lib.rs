@@ -66,6 +66,7 @@
 mod config;
 mod error;
 mod heads;
+pub mod interop;
 mod layers;
 mod params;
 mod sew;
@@ -74,16 +75,19 @@ mod spikformer;
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-pub use config::{BackboneConfig, Connect, Downsample, SewConfig, SpikformerConfig, StageConfig};
+pub use config::{
+    BackboneConfig, Connect, ConvInit, Downsample, SewConfig, SpikformerConfig, StageConfig,
+};
 pub use error::ModelError;
 pub use heads::{Classifier, ProjectionHead};
 pub use layers::{
-    BatchNorm, Conv2d, Linear, Spiking, bn_lif_fusion, global_avg_pool, max_pool_3x3_s2, seq_fold,
-    seq_unfold, set_bn_lif_fusion,
+    BatchNorm, Conv2d, Linear, Spiking, bn_lif_fusion, global_avg_pool, max_pool_3x3_s2,
+    record_spikes, seq_fold, seq_unfold, set_bn_lif_fusion,
 };
 pub use nmoco_snn::NeuronConfig;
 pub use params::{
-    count_params, is_buffer, load_weights, save_weights, seeded_init, sorted_vars, var_shapes,
+    count_params, is_buffer, load_weights, save_weights, seeded_init, seeded_init_with,
+    sorted_vars, var_shapes,
 };
 pub use sew::{SewResnet, connect};
 pub use spikformer::Spikformer;

@@ -8,6 +8,7 @@ use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::config::ConvInit;
 use crate::error::ModelError;
 
 /// True for batch-norm running statistics (`*.running_mean`, `*.running_var`): variables that
@@ -130,6 +131,19 @@ pub fn sorted_vars(varmap: &VarMap) -> BTreeMap<String, Var> {
 /// statistics, PLIF `w`) are left alone. Variables are visited in name order, so the same seed
 /// and the same set of names give identical weights (candle's CPU RNG cannot be seeded).
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
+    seeded_init_with(varmap, seed, ConvInit::UniformFanIn)
+}
+
+/// [`seeded_init`] with a choice for the convolution weights (every rank-4 variable): with
+/// [`ConvInit::KaimingNormalFanOut`] they are drawn from `N(0, 2 / fan_out)`,
+/// `fan_out = C_out·k·k` (SpikingJelly's `SEWResNet`), by Box–Muller from the same ChaCha8
+/// stream; everything else is drawn exactly as by [`seeded_init`]. Use
+/// [`crate::BackboneConfig::conv_init`] to pick the backbone's own scheme.
+pub fn seeded_init_with(
+    varmap: &VarMap,
+    seed: u64,
+    conv_init: ConvInit,
+) -> candle_core::Result<()> {
     let vars = sorted_vars(varmap);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e6d_6f63_6f5f_696e);
     for (name, var) in &vars {
@@ -137,6 +151,25 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
             continue;
         }
         let dims = var.dims().to_vec();
+        if dims.len() == 4 && conv_init == ConvInit::KaimingNormalFanOut {
+            let fan_out = dims[0] * dims[2] * dims[3];
+            let std = (2.0 / fan_out.max(1) as f64).sqrt();
+            let n: usize = dims.iter().product();
+            let vals: Vec<f32> = (0..n)
+                .map(|_| {
+                    // Box–Muller: u1 in (0, 1] so that ln(u1) is finite.
+                    let u1: f64 = 1.0 - rng.random::<f64>();
+                    let u2: f64 = rng.random::<f64>();
+                    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                    (z * std) as f32
+                })
+                .collect();
+            let t = Tensor::from_vec(vals, dims, &Device::Cpu)?
+                .to_device(var.device())?
+                .to_dtype(var.dtype())?;
+            var.set(&t)?;
+            continue;
+        }
         let fan_in = if dims.len() >= 2 {
             dims[1..].iter().product::<usize>()
         } else if let Some(prefix) = name.strip_suffix(".bias") {

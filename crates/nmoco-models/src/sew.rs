@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use nmoco_snn::NeuronConfig;
 
-use crate::config::{Connect, Downsample, SewConfig};
+use crate::config::{Connect, ConvInit, Downsample, SewConfig};
 use crate::layers::{BatchNorm, Conv2d, Spiking, global_avg_pool, max_pool_3x3_s2};
 
 /// Conv (no bias) → BN → neuron, with variable prefixes given by the caller.
@@ -31,11 +31,20 @@ impl ConvBnSn {
         kernel: usize,
         stride: usize,
         neuron: &NeuronConfig,
+        init: ConvInit,
         vb: &VarBuilder<'_>,
         names: [&str; 3],
     ) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::new(c_in, c_out, kernel, stride, kernel / 2, vb.pp(names[0]))?,
+            conv: Conv2d::new_with_init(
+                c_in,
+                c_out,
+                kernel,
+                stride,
+                kernel / 2,
+                init,
+                vb.pp(names[0]),
+            )?,
             bn: BatchNorm::new(c_out, vb.pp(names[1]))?,
             sn: Spiking::new(neuron, vb.pp(names[2]))?,
         })
@@ -114,6 +123,7 @@ impl SewResnet {
             cfg.stem_kernel,
             cfg.stem_stride,
             n,
+            cfg.init,
             &vb.pp("stem"),
             ["conv", "bn", "sn"],
         )?;
@@ -132,6 +142,7 @@ impl SewResnet {
                         3,
                         sc.stride,
                         n,
+                        cfg.init,
                         &svb.pp("transition"),
                         ["conv", "bn", "sn"],
                     )?);
@@ -150,6 +161,7 @@ impl SewResnet {
                     3,
                     stride,
                     n,
+                    cfg.init,
                     &bvb,
                     ["conv1", "bn1", "sn1"],
                 )?;
@@ -159,6 +171,7 @@ impl SewResnet {
                     3,
                     1,
                     n,
+                    cfg.init,
                     &bvb,
                     ["conv2", "bn2", "sn2"],
                 )?;
@@ -169,6 +182,7 @@ impl SewResnet {
                         1,
                         stride,
                         n,
+                        cfg.init,
                         &bvb.pp("downsample"),
                         ["conv", "bn", "sn"],
                     )?)
@@ -227,7 +241,16 @@ mod tests {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
-        let l = ConvBnSn::new(3, 5, 3, 2, &NeuronConfig::default(), &vb, ["c", "b", "s"])?;
+        let l = ConvBnSn::new(
+            3,
+            5,
+            3,
+            2,
+            &NeuronConfig::default(),
+            ConvInit::UniformFanIn,
+            &vb,
+            ["c", "b", "s"],
+        )?;
         {
             let d = vm.data().lock().expect("varmap");
             let set = |n: &str, t: Tensor| d.get(n).expect(n).set(&t);

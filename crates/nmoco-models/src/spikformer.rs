@@ -20,7 +20,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use nmoco_snn::NeuronConfig;
 
-use crate::config::SpikformerConfig;
+use crate::config::{ConvInit, SpikformerConfig};
 use crate::layers::{BatchNorm, Linear, Spiking, max_pool_3x3_s2};
 use crate::sew::ConvBnSn;
 
@@ -138,13 +138,23 @@ impl Spikformer {
                 3,
                 1,
                 n,
+                ConvInit::UniformFanIn,
                 &svb,
                 [names[0].as_str(), names[1].as_str(), names[2].as_str()],
             )?;
             sps.push((unit, pool));
             c_in = c;
         }
-        let rpe = ConvBnSn::new(d, d, 3, 1, n, &svb, ["rpe_conv", "rpe_bn", "rpe_sn"])?;
+        let rpe = ConvBnSn::new(
+            d,
+            d,
+            3,
+            1,
+            n,
+            ConvInit::UniformFanIn,
+            &svb,
+            ["rpe_conv", "rpe_bn", "rpe_sn"],
+        )?;
         let attn_neuron = NeuronConfig {
             v_threshold: cfg.attn_threshold,
             ..n.clone()

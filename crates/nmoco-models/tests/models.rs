@@ -525,7 +525,7 @@ fn backbone_eval_depends_on_running_stats() -> Result<()> {
 // ---------------------------------------------------------------- pieces
 
 #[test]
-fn max_pool_matches_a_naive_loop_and_splits_ties() -> Result<()> {
+fn max_pool_matches_a_naive_loop_and_routes_gradients_to_the_first_maximum() -> Result<()> {
     for (h, w) in [(6usize, 6usize), (5, 7), (1, 2)] {
         let v = lcg(h as u64 * 31 + w as u64, 2 * 3 * h * w);
         // Quantise so that ties occur.
@@ -535,28 +535,47 @@ fn max_pool_matches_a_naive_loop_and_splits_ties() -> Result<()> {
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
         assert_eq!(y.dims(), &[2, 3, ho, wo]);
         let yv = y.flatten_all()?.to_vec1::<f32>()?;
+        // Upstream gradient: distinct weights per output.
+        let up = lcg(h as u64 + 7 * w as u64, 2 * 3 * ho * wo);
         let mut expected = Vec::new();
+        let mut expected_grad = vec![0f32; v.len()];
         for nc in 0..6 {
             for oy in 0..ho {
                 for ox in 0..wo {
+                    // PyTorch's scan: row-major over the valid window, first strictly greater.
                     let mut m = f32::NEG_INFINITY;
+                    let mut arg = usize::MAX;
                     for ky in 0..3 {
                         for kx in 0..3 {
                             let (iy, ix) = ((2 * oy + ky) as isize - 1, (2 * ox + kx) as isize - 1);
                             if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                m = m.max(v[nc * h * w + iy as usize * w + ix as usize]);
+                                let i = nc * h * w + iy as usize * w + ix as usize;
+                                if v[i] > m {
+                                    m = v[i];
+                                    arg = i;
+                                }
                             }
                         }
                     }
                     expected.push(m);
+                    expected_grad[arg] += up[(nc * ho + oy) * wo + ox];
                 }
             }
         }
         assert_eq!(yv, expected, "h={h} w={w}");
-        // Each output distributes exactly its upstream gradient.
-        let grads = y.sum_all()?.backward()?;
-        let g = grads.get(&x).expect("grad").sum_all()?.to_scalar::<f32>()?;
-        assert!((g - (2 * 3 * ho * wo) as f32).abs() < 1e-3, "{g}");
+        let upt = Tensor::from_vec(up.clone(), (2, 3, ho, wo), &DEV)?;
+        let grads = (&y * &upt)?.sum_all()?.backward()?;
+        let g = grads
+            .get(&x)
+            .expect("grad")
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        for (i, (a, b)) in g.iter().zip(&expected_grad).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "h={h} w={w} input {i}: grad {a} vs {b}"
+            );
+        }
     }
     Ok(())
 }

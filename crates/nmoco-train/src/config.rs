@@ -128,6 +128,11 @@ pub struct ModelConfig {
     /// Projection head: Linear(D, head_hidden)–BN–ReLU–Linear(head_hidden, head_out).
     pub head_hidden: usize,
     pub head_out: usize,
+    /// Start the backbone from a PyTorch state dict (SpikingJelly `sew_resnet18` or official
+    /// Spikformer key names, `.pth` or `.safetensors`, see docs/interop.md) instead of the
+    /// seeded initialisation; the head keeps its seeded initialisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -137,6 +142,7 @@ impl Default for ModelConfig {
             backbone: None,
             head_hidden: 2048,
             head_out: 128,
+            init_from: None,
         }
     }
 }
@@ -340,6 +346,7 @@ impl Default for PretrainConfig {
                 backbone: None,
                 head_hidden: 256,
                 head_out: 64,
+                init_from: None,
             },
             moco: MocoConfig {
                 k: 256,

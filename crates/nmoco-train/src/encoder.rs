@@ -128,6 +128,17 @@ impl<E: Encoder> EncoderPair<E> {
         seed: u64,
         build: impl Fn(VarBuilder<'_>) -> candle_core::Result<E>,
     ) -> Result<Self> {
+        Self::with_conv_init(device, seed, nmoco_models::ConvInit::UniformFanIn, build)
+    }
+
+    /// [`EncoderPair::new`] with the backbone's convolution initialisation (see
+    /// [`nmoco_models::seeded_init_with`]).
+    pub fn with_conv_init(
+        device: &Device,
+        seed: u64,
+        conv_init: nmoco_models::ConvInit,
+        build: impl Fn(VarBuilder<'_>) -> candle_core::Result<E>,
+    ) -> Result<Self> {
         let master_vars = VarMap::new();
         let key_vars = VarMap::new();
         let master = build(VarBuilder::from_varmap(&master_vars, DType::F32, device))?;
@@ -142,7 +153,7 @@ impl<E: Encoder> EncoderPair<E> {
             DType::F32,
             device.clone(),
         ))?;
-        seeded_init(&master_vars, seed)?;
+        nmoco_models::seeded_init_with(&master_vars, seed, conv_init)?;
         copy_vars(&key_vars, &master_vars)?;
         Ok(Self {
             master,

@@ -461,9 +461,21 @@ pub fn pretrain_from(
     // Model, optimizer, queue.
     let backbone = cfg.model.backbone();
     let (hh, ho) = (cfg.model.head_hidden, cfg.model.head_out);
-    let pair = EncoderPair::new(device, cfg.run.seed, |vb| {
+    let pair = EncoderPair::with_conv_init(device, cfg.run.seed, backbone.conv_init(), |vb| {
         MocoEncoder::new(&backbone, hh, ho, vb)
     })?;
+    if let (None, Some(path)) = (&latest, &cfg.model.init_from) {
+        // Checked in full (every missing, extra or mis-shaped tensor) before step 0.
+        let fail = |e: nmoco_models::interop::InteropError| Error::Checkpoint {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let imported = nmoco_models::interop::import_file(&backbone, path).map_err(fail)?;
+        nmoco_models::interop::load_into_varmap(&pair.master_vars, "backbone.", &imported, path)
+            .map_err(fail)?;
+        crate::momentum::copy_vars(&pair.key_vars, &pair.master_vars)?;
+        tracing::info!(path = %path.display(), "backbone initialised from a PyTorch state dict");
+    }
     let trainable = pair.trainable();
     let trainable_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = Optimizer::new(trainable, cfg.optim_params());

@@ -42,6 +42,7 @@ fn tiny_backbone() -> BackboneConfig {
         }],
         downsample: Downsample::Transition,
         connect: Connect::Add,
+        init: Default::default(),
         neuron: Default::default(),
     })
 }
