@@ -36,6 +36,10 @@ enum Cmd {
     /// Fine-tune a pre-trained encoder, with the supervised-from-scratch baseline
     /// ([--checkpoint PATH] [--label-fraction F] [--set k=v ...] [--cuda])
     Finetune(util::Forward),
+    /// Write an encoder as a PyTorch state dict (CHECKPOINT --to spikingjelly --out FILE.safetensors)
+    Export(util::Forward),
+    /// Features of frames in a .npy file (--checkpoint CK | --init-from FILE) --input X.npy --out Y.npy
+    Embed(util::Forward),
     /// Run the benchmarks (all, or by name: decode frames lif conv sew-step moco-step)
     Bench { names: Vec<String> },
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
@@ -70,6 +74,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pretrain(a) => commands::pretrain::run(a),
         Cmd::LinearProbe(a) => commands::linear_probe::run(a),
         Cmd::Finetune(a) => commands::finetune::run(a),
+        Cmd::Export(a) => util::forward("export", a),
+        Cmd::Embed(a) => util::forward("embed", a),
         Cmd::Bench { names } => commands::bench::run(names),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),

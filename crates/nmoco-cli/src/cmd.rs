@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub mod data;
+pub mod embed;
 pub mod evalcfg;
+pub mod export;
 pub mod finetune;
 pub mod inspect;
 pub mod linear_probe;

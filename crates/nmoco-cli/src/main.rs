@@ -39,6 +39,10 @@ enum Cmd {
     LinearProbe(cmd::linear_probe::Args),
     /// Fine-tune the pre-trained encoder with labels, with the supervised-from-scratch baseline
     Finetune(cmd::finetune::Args),
+    /// Write an encoder's backbone as a PyTorch state dict (SpikingJelly / official Spikformer names)
+    Export(cmd::export::Args),
+    /// Features of frames from a .npy file, written as .npy (checkpoint or PyTorch state dict)
+    Embed(cmd::embed::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,5 +78,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Pretrain(a) => cmd::pretrain::run(a),
         Cmd::LinearProbe(a) => cmd::linear_probe::run(a),
         Cmd::Finetune(a) => cmd::finetune::run(a),
+        Cmd::Export(a) => cmd::export::run(a),
+        Cmd::Embed(a) => cmd::embed::run(a),
     }
 }

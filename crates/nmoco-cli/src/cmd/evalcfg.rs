@@ -33,6 +33,66 @@ pub struct CommonArgs {
     /// Skip the baseline (random-init encoder, or supervised from scratch)
     #[arg(long)]
     pub no_baseline: bool,
+    /// Evaluate a PyTorch state dict instead of a checkpoint (SpikingJelly sew_resnet18 /
+    /// official Spikformer names, .pth or .safetensors; docs/interop.md). It is imported into
+    /// runs/imported/<file stem>/, where the reports go; frames from --config's [data], else
+    /// the default pre-training's
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub init_from: Option<PathBuf>,
+    /// With --init-from: the backbone preset (sew_resnet18, spikformer_2_256); default: guessed
+    /// from the file's keys
+    #[arg(long, requires = "init_from")]
+    pub preset: Option<String>,
+}
+
+/// Imports a PyTorch state dict into `runs/imported/<stem>/`: `encoder.safetensors` (nmoco
+/// names) and a `config.toml` with the backbone and `data`, so that it is evaluated like a
+/// pre-trained encoder. Every missing, extra or mis-shaped tensor is an error before anything
+/// runs.
+fn import_run(path: &Path, preset: Option<&str>, data: &DataConfig) -> anyhow::Result<PathBuf> {
+    let cfg = super::embed::import_backbone(path, preset)?;
+    let imported = nmoco_models::interop::import_file(&cfg, path).map_err(anyhow::Error::from)?;
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("imported");
+    let dir = Path::new("runs").join("imported").join(stem);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tensors: std::collections::HashMap<String, candle_core::Tensor> = imported
+        .tensors
+        .into_iter()
+        .map(|(k, v)| (format!("backbone.{k}"), v))
+        .collect();
+    let weights = dir.join("encoder.safetensors");
+    candle_core::safetensors::save(&tensors, &weights)
+        .with_context(|| format!("cannot write {}", weights.display()))?;
+    #[derive(Serialize)]
+    struct Model<'a> {
+        backbone: &'a nmoco_models::BackboneConfig,
+        init_from: &'a Path,
+    }
+    #[derive(Serialize)]
+    struct Run<'a> {
+        model: Model<'a>,
+        data: &'a DataConfig,
+    }
+    let text = toml::to_string(&Run {
+        model: Model {
+            backbone: &cfg,
+            init_from: path,
+        },
+        data,
+    })?;
+    std::fs::write(dir.join("config.toml"), text)
+        .with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
+    eprintln!(
+        "imported {} ({}) into {}",
+        path.display(),
+        nmoco_eval::checkpoint::arch_name(&cfg),
+        dir.display()
+    );
+    Ok(weights)
 }
 
 /// The resolved evaluation config.
@@ -61,7 +121,6 @@ pub fn setup(
     args: &CommonArgs,
     default_finetune: impl FnOnce(&EncoderCheckpoint) -> FinetuneConfig,
 ) -> anyhow::Result<Setup> {
-    let ckpt = locate(&args.checkpoint).map_err(anyhow::Error::from)?;
     let mut table = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -70,6 +129,22 @@ pub fn setup(
                 .with_context(|| format!("invalid TOML in {}", p.display()))?
         }
         None => toml::Table::new(),
+    };
+    let ckpt = match &args.init_from {
+        Some(path) => {
+            // The imported encoder's frames: the default pre-training's `[data]` with the eval
+            // config's own `[data]` table on top.
+            let mut data = toml::Value::try_from(&nmoco_train::PretrainConfig::default().data)?;
+            if let Some(own) = table.get("data") {
+                merge(&mut data, own.clone());
+            }
+            let data: DataConfig = data
+                .try_into()
+                .context("evaluation config [data] rejected")?;
+            let weights = import_run(path, args.preset.as_deref(), &data)?;
+            locate(&weights).map_err(anyhow::Error::from)?
+        }
+        None => locate(&args.checkpoint).map_err(anyhow::Error::from)?,
     };
     // `[data]`: the checkpoint's, with whatever the eval config's own `[data]` table sets on top
     // (e.g. only `[data.augment]` ranges, or another `root`).

@@ -34,6 +34,10 @@ pub struct Args {
     /// Run name (outputs go to runs/<name>/)
     #[arg(long)]
     pub name: Option<String>,
+    /// Start the backbone from a PyTorch state dict (SpikingJelly sew_resnet18 / official
+    /// Spikformer names, .pth or .safetensors; `model.init_from`, docs/interop.md)
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Draws the progress bar: loss, learning rate, samples/s and ETA.
@@ -143,6 +147,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.cuda {
         sets.push("run.device=\"cuda\"".into());
+    }
+    if let Some(p) = &args.init_from {
+        let p = p.to_str().context("--init-from: the path is not UTF-8")?;
+        sets.push(format!("model.init_from={}", toml::Value::String(p.into())));
     }
     let env_root = std::env::var(DATA_ROOT_ENV).ok();
     let cfg = match &args.config {
