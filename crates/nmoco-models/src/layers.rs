@@ -7,7 +7,9 @@
 //! multi-step neuron and folds back (both reshapes are free on contiguous tensors).
 //!
 //! Initialisation follows PyTorch's defaults: conv and linear weights (and linear biases)
-//! `U(-1/√fan_in, 1/√fan_in)`, BN weight 1, bias 0, running mean 0, running variance 1.
+//! `U(-1/√fan_in, 1/√fan_in)`, BN weight 1, bias 0, running mean 0, running variance 1; a SEW
+//! config can ask for SpikingJelly's `kaiming_normal_(mode="fan_out")` convolutions instead
+//! ([`crate::ConvInit`], the `sew_resnet18` preset's choice).
 
 use candle_core::{D, DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
