@@ -51,6 +51,11 @@ def test_pretrain_starts_from_a_spikingjelly_checkpoint(tmp_path):
     exported = tmp_path / "good_sj.safetensors"
     nmoco("export", run, "--to", "spikingjelly", "--out", exported)
     back = load_file(str(exported))
+    assert not any(k.startswith("moco_head.") for k in back)
+    nmoco("export", run, "--to", "spikingjelly", "--out", tmp_path / "h.safetensors", "--with-head")
+    with_head = load_file(str(tmp_path / "h.safetensors"))
+    assert {"moco_head.fc1.weight", "moco_head.bn1.running_var", "moco_head.fc2.bias"} <= set(with_head)
+    net.load_state_dict({k: v for k, v in with_head.items() if not k.startswith("moco_head.")})
     for k, v in sd.items():
         if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.allclose(back[k], v, rtol=1e-6, atol=1e-12), k
