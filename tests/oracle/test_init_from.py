@@ -14,7 +14,7 @@ def pretrain_args(tmp, name, init):
     return ["pretrain", "--init-from", init, "--name", name,
             "--set", f'run.runs_dir="{tmp / "runs"}"', "--set", f'data.root="{tmp / "syn"}"',
             "--set", 'model.preset="sew_resnet18"', "--set", "run.epochs=1",
-            "--set", "optim.lr=1e-20", "--set", "optim.batch_size=6", "--set", "moco.k=12"]
+            "--set", "optim.lr=1e-20", "--set", "optim.batch_size=8", "--set", "moco.k=8"]
 
 
 def test_pretrain_starts_from_a_spikingjelly_checkpoint(tmp_path):

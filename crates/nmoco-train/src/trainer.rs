@@ -464,7 +464,7 @@ pub fn pretrain_from(
     let pair = EncoderPair::with_conv_init(device, cfg.run.seed, backbone.conv_init(), |vb| {
         MocoEncoder::new(&backbone, hh, ho, vb)
     })?;
-    if let (None, Some(path)) = (&latest, &cfg.model.init_from) {
+    if let (false, Some(path)) = (resume, &cfg.model.init_from) {
         // Checked in full (every missing, extra or mis-shaped tensor) before step 0.
         let fail = |e: nmoco_models::interop::InteropError| Error::Checkpoint {
             path: path.clone(),

@@ -24,6 +24,7 @@ fn sew() -> BackboneConfig {
         downsample: Downsample::Transition,
         connect: Connect::Add,
         neuron: Default::default(),
+        init: Default::default(),
     })
 }
 
