@@ -136,6 +136,255 @@ impl crate::fast::Records for Decoder {
     }
 }
 
+/// Bytes per record of tonic's packed `events_struct` (`x` int16 at byte 0, `y` int16 at 2,
+/// `t` int64 at 4, `p` bool at 12; little-endian), the layout [`decode_tonic_records`] writes.
+pub const TONIC_RECORD: usize = 13;
+
+/// Decodes N-binary `data` straight into tonic's packed structured records
+/// ([`TONIC_RECORD`] bytes each): the same events, skipped counts and errors as
+/// [`crate::decode_into`] with [`Format::NBin`], in one pass and without intermediate columns
+/// (what a Python caller wants for `tonic.io.read_mnist_file`'s array).
+///
+/// `out` must hold at least `data.len() / 5` records (overflow markers make none, so this is
+/// an upper bound); a smaller buffer is [`Error::TooLarge`]. Returns the number of records
+/// written at the start of `out`; `skipped` gets `overflow` / `partial_record` counts added.
+pub fn decode_tonic_records(
+    data: &[u8],
+    opts: &ReadOptions,
+    out: &mut [u8],
+    skipped: &mut crate::Skipped,
+) -> Result<usize> {
+    let n_rec = data.len() / RECORD;
+    let tail = data.len() % RECORD;
+    if tail != 0 && !opts.allow_partial_record {
+        return Err(Error::PartialRecord {
+            offset: (n_rec * RECORD) as u64,
+            record_size: RECORD,
+            remainder: tail as u64,
+        });
+    }
+    let need = n_rec as u64 * TONIC_RECORD as u64;
+    if (out.len() as u64) < need {
+        return Err(Error::TooLarge {
+            offset: 0,
+            what: "decoded records for the output buffer",
+            size: need,
+            limit: out.len() as u64,
+        });
+    }
+    let recs = &data[..n_rec * RECORD];
+    let (n, markers) = match opts.nbin_overflow.increment() {
+        Some(inc) => tonic_records::<true>(recs, inc, out),
+        None => tonic_records::<false>(recs, 0, out),
+    };
+    if markers > 0 {
+        *skipped.entry("overflow".to_string()).or_insert(0) += markers;
+    }
+    if tail != 0 {
+        *skipped.entry("partial_record".to_string()).or_insert(0) += 1;
+    }
+    Ok(n)
+}
+
+/// The loop of [`decode_tonic_records`]: `MARKERS` drops `y == 240` records, each adding `inc`
+/// to the later timestamps. `out` has room for every record. Groups of 8 records without a
+/// marker go through the AVX-512 VBMI kernel where the CPU has it; the rest (groups with a
+/// marker, the last records, other CPUs) through the scalar loop, its reference twin.
+#[inline(always)]
+fn tonic_records<const MARKERS: bool>(recs: &[u8], inc: i64, out: &mut [u8]) -> (usize, u64) {
+    let mut base = 0i64;
+    let mut markers = 0u64;
+    let mut n = 0usize;
+    let n_rec = recs.len() / RECORD;
+    let mut i = 0usize;
+    #[cfg(target_arch = "x86_64")]
+    if simd::available() {
+        while i < n_rec {
+            let (Some(src), Some(dst)) = (
+                recs.get(i * RECORD..i * RECORD + 64),
+                out.get_mut(n * TONIC_RECORD..n * TONIC_RECORD + simd::OUT_BYTES),
+            ) else {
+                break;
+            };
+            let (Ok(src), Ok(dst)) = (
+                <&[u8; 64]>::try_from(src),
+                <&mut [u8; simd::OUT_BYTES]>::try_from(dst),
+            ) else {
+                break;
+            };
+            // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
+            if unsafe { simd::eight(src, dst, base, MARKERS) } {
+                i += 8;
+                n += 8;
+            } else {
+                let end = (i + 8) * RECORD;
+                let (k, m) = scalar_records::<MARKERS>(
+                    &recs[i * RECORD..end],
+                    inc,
+                    &mut base,
+                    &mut out[n * TONIC_RECORD..],
+                );
+                n += k;
+                markers += m;
+                i += 8;
+            }
+        }
+    }
+    let (k, m) = scalar_records::<MARKERS>(
+        &recs[i * RECORD..],
+        inc,
+        &mut base,
+        &mut out[n * TONIC_RECORD..],
+    );
+    (n + k, markers + m)
+}
+
+/// The scalar loop of [`tonic_records`]; `base` carries the timestamp offset across calls.
+#[inline(always)]
+fn scalar_records<const MARKERS: bool>(
+    recs: &[u8],
+    inc: i64,
+    base: &mut i64,
+    out: &mut [u8],
+) -> (usize, u64) {
+    let mut markers = 0u64;
+    let mut n = 0usize;
+    let mut outs = out.chunks_exact_mut(TONIC_RECORD);
+    for r in recs.chunks_exact(RECORD) {
+        let Ok(r) = <&[u8; RECORD]>::try_from(r) else {
+            continue; // chunks_exact yields exactly RECORD bytes
+        };
+        if MARKERS && r[1] == OVERFLOW_Y {
+            *base += inc;
+            markers += 1;
+            continue;
+        }
+        let Some(o) = outs.next() else { break };
+        let Ok(o) = <&mut [u8; TONIC_RECORD]>::try_from(o) else {
+            break;
+        };
+        let t = *base + raw_t(r);
+        let xy = u32::from(r[0]) | (u32::from(r[1]) << 16);
+        o[0..4].copy_from_slice(&xy.to_le_bytes());
+        o[4..12].copy_from_slice(&t.to_le_bytes());
+        o[12] = r[2] >> 7;
+        n += 1;
+    }
+    (n, markers)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    //! 8 N-binary records (40 bytes) → 8 tonic records (104 bytes) with AVX-512 VBMI byte
+    //! permutes: each record is first spread into a 16-byte slot `[t (8 bytes) | x 0 y 0 p
+    //! 0 0 0]` (so `t + base` is a 64-bit lane add), then the slots are packed to 13 bytes.
+
+    use std::arch::x86_64::*;
+
+    /// Bytes the kernel may write: two overlapping 64-byte stores at 0 and 52.
+    pub(super) const OUT_BYTES: usize = 52 + 64;
+
+    pub(super) fn available() -> bool {
+        crate::fast::x86::has_avx512vbmi()
+    }
+
+    /// Slot byte → source byte (record `r` = slot, its bytes `b0..b4` at `5 r`): t0 = b4,
+    /// t1 = b3, t2 = b2 (masked to 7 bits), x = b0, y = b1, p = b2 (bit 7). `half` picks
+    /// records 0–3 or 4–7.
+    const fn spread(half: usize) -> [u8; 64] {
+        let mut s = [0u8; 64];
+        let mut slot = 0;
+        while slot < 4 {
+            let b = 5 * (4 * half + slot);
+            s[16 * slot] = (b + 4) as u8;
+            s[16 * slot + 1] = (b + 3) as u8;
+            s[16 * slot + 2] = (b + 2) as u8;
+            s[16 * slot + 8] = b as u8;
+            s[16 * slot + 10] = (b + 1) as u8;
+            s[16 * slot + 12] = (b + 2) as u8;
+            slot += 1;
+        }
+        s
+    }
+    const SPREAD: [[u8; 64]; 2] = [spread(0), spread(1)];
+    /// Slot bytes the spread fills (the others are zero).
+    const FILLED: u64 = 0x1507_1507_1507_1507;
+    const T2: u64 = 0x0004_0004_0004_0004;
+    const Y: u64 = 0x0400_0400_0400_0400;
+    const P: u64 = 0x1000_1000_1000_1000;
+
+    /// Packed byte `o` of record `o / 13` ← its slot byte.
+    const PACK: [u8; 64] = {
+        let mut s = [0u8; 64];
+        let mut o = 0;
+        while o < 52 {
+            let (r, f) = (o / 13, o % 13);
+            let from = match f {
+                0 | 1 => 8 + f,
+                2 | 3 => 10 + (f - 2),
+                12 => 12,
+                _ => f - 4,
+            };
+            s[o] = (16 * r + from) as u8;
+            o += 1;
+        }
+        s
+    };
+
+    /// Decodes the 8 records in `src[..40]` into `dst[..104]` (bytes up to 116 may be
+    /// overwritten) and returns true, or, when `watch` and one of them is an overflow marker,
+    /// writes nothing and returns false.
+    ///
+    /// # Safety
+    /// AVX-512 F, BW and VBMI are available.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) unsafe fn eight(
+        src: &[u8; 64],
+        dst: &mut [u8; OUT_BYTES],
+        base: i64,
+        watch: bool,
+    ) -> bool {
+        // SAFETY: the loads read the 64 bytes of `src` and the tables; the stores write bytes
+        // 0..64 and 52..116 of `dst` (OUT_BYTES = 116); the target features are enabled.
+        unsafe {
+            let a = _mm512_loadu_si512(src.as_ptr().cast());
+            let lo = _mm512_maskz_permutexvar_epi8(
+                FILLED,
+                _mm512_loadu_si512(SPREAD[0].as_ptr().cast()),
+                a,
+            );
+            let hi = _mm512_maskz_permutexvar_epi8(
+                FILLED,
+                _mm512_loadu_si512(SPREAD[1].as_ptr().cast()),
+                a,
+            );
+            let y240 = _mm512_set1_epi8(240u8 as i8);
+            if watch
+                && (_mm512_mask_cmpeq_epi8_mask(Y, lo, y240)
+                    | _mm512_mask_cmpeq_epi8_mask(Y, hi, y240))
+                    != 0
+            {
+                return false;
+            }
+            // Keeps every byte but bit 7 of t2 (the polarity bit).
+            let keep = _mm512_mask_mov_epi8(_mm512_set1_epi8(-1), T2, _mm512_set1_epi8(0x7F));
+            let one = _mm512_set1_epi8(1);
+            let base_v = _mm512_maskz_set1_epi64(0x55, base);
+            let pack = _mm512_loadu_si512(PACK.as_ptr().cast());
+            let fix = |v: __m512i| {
+                // p: 1 where bit 7 of b2 is set; t2: the low 7 bits of b2; then t + base.
+                let on = _mm512_movepi8_mask(v) & P;
+                let v = _mm512_mask_mov_epi8(v, P, _mm512_maskz_mov_epi8(on, one));
+                let v = _mm512_and_si512(v, keep);
+                _mm512_permutexvar_epi8(pack, _mm512_add_epi64(v, base_v))
+            };
+            _mm512_storeu_si512(dst.as_mut_ptr().cast(), fix(lo));
+            _mm512_storeu_si512(dst.as_mut_ptr().add(52).cast(), fix(hi));
+        }
+        true
+    }
+}
+
 fn unrepr(index: usize, field: &'static str, value: i64, reason: &'static str) -> Error {
     Error::Unrepresentable {
         format: Format::NBin,

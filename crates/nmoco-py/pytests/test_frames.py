@@ -111,3 +111,50 @@ def test_duration_on_unsorted_input_assigns_each_event_by_its_own_time(rng):
     pos = ((frame * 2 + ev["p"].astype(np.int64)) * H + ev["y"]) * W + ev["x"]
     expect = np.bincount(pos, minlength=T * 2 * H * W).reshape(T, 2, H, W).astype(np.float32)
     assert ours.tobytes() == expect.tobytes()
+
+
+# split_by='number' on the sensor's own canvas without post-processing takes a direct path
+# (counts from the columns in their own dtypes, 8-bit counters for planes up to 2^17 pixels);
+# `clip=huge` changes no value but takes the general path: the direct path's reference twin.
+@pytest.mark.parametrize("xy_dtype", [np.int16, np.uint16, np.int32, np.int64, np.uint8, np.uint64])
+@pytest.mark.parametrize("p_dtype", [np.bool_, np.int8, np.int64, np.uint32])
+@pytest.mark.parametrize("W,H,T", [(128, 128, 16), (400, 300, 3), (7, 5, 40)])
+def test_direct_number_path_equals_general_path(rng, xy_dtype, p_dtype, W, H, T):
+    n = 5_000
+    cols = {
+        "t": rng.integers(0, 10**6, n),
+        "x": rng.integers(0, min(W, 256), n).astype(xy_dtype),
+        "y": rng.integers(0, min(H, 256), n).astype(xy_dtype),
+        "p": rng.integers(-1, 2, n).astype(p_dtype) if p_dtype != np.bool_
+        else rng.integers(0, 2, n).astype(bool),
+    }
+    # A hot pixel: 1 500 events on one pixel and polarity (the 8-bit counters wrap 5 times).
+    cols["x"][1000:2500] = 3
+    cols["y"][1000:2500] = 2
+    cols["p"][1000:2500] = 1
+    direct = ne.to_frames(cols, T, "number", sensor_size=(W, H))
+    general = ne.to_frames(cols, T, "number", sensor_size=(W, H), clip=1e30)
+    assert direct.tobytes() == general.tobytes()
+    assert direct.sum() == n
+
+
+def test_direct_number_path_hands_off_what_it_does_not_take(rng):
+    W, H = 16, 16
+    n = 3_000
+    ev = {"t": np.arange(n), "x": rng.integers(0, W, n).astype(np.int16),
+          "y": rng.integers(0, H, n).astype(np.int32), "p": rng.integers(0, 2, n)}
+    # x and y of different dtypes: general path, same counts as SpikingJelly.
+    theirs = sj.integrate_events_by_fixed_frames_number(ev, "number", 4, H, W)
+    assert_bytes_equal(ne.to_frames(ev, 4, sensor_size=(W, H)), theirs)
+    # Events off the sensor (negative, or >= W / H) in a late block: the general path's
+    # error, or its dropping.
+    for col, v in (("x", -1), ("y", H), ("x", W)):
+        bad = {k: a.copy() for k, a in ev.items()}
+        bad[col][2_900] = v
+        with pytest.raises(ValueError):
+            ne.to_frames(bad, 4, sensor_size=(W, H))
+        dropped = ne.to_frames(bad, 4, sensor_size=(W, H), drop_out_of_bounds=True)
+        assert dropped.sum() == n - 1
+    # Non-contiguous columns are copied by the wrapper and still agree.
+    ev2 = {k: np.repeat(a, 2)[::2] for k, a in ev.items()}
+    assert_bytes_equal(ne.to_frames(ev2, 4, sensor_size=(W, H)), theirs)

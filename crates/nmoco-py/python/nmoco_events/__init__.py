@@ -112,12 +112,16 @@ def _columns(events: Any) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
         c = _column(events, name)
         if c.ndim != 1:
             raise ValueError(f"column {name} must be one-dimensional, not shape {c.shape}")
-        if not (np.issubdtype(c.dtype, np.integer) or c.dtype == np.bool_):
-            raise TypeError(f"column {name} must hold integers or booleans, not {c.dtype}")
-        if not c.dtype.isnative:
-            c = c.astype(c.dtype.newbyteorder("="))
-        # Fields of a packed structured array are strided and misaligned: copy those.
-        cols.append(np.require(c, requirements=("C", "A")))
+        dt = c.dtype
+        if dt.kind not in "iub":
+            raise TypeError(f"column {name} must hold integers or booleans, not {dt}")
+        if not dt.isnative:
+            c = c.astype(dt.newbyteorder("="))
+        flags = c.flags
+        if not (flags.c_contiguous and flags.aligned):
+            # Fields of a packed structured array are strided and misaligned: copy those.
+            c = np.require(c, requirements=("C", "A"))
+        cols.append(c)
     return cols[0], cols[1], cols[2], cols[3]
 
 
