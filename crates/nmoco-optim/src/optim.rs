@@ -65,26 +65,52 @@ impl Optimizer {
     }
 
     /// Global L2 norm of the gradients of the parameters (those without a gradient count 0).
+    ///
+    /// One fused reduction: each gradient's sum of squares stays on its device, the per-parameter
+    /// sums are stacked and added there, and only the total is read back (one host
+    /// synchronisation per call, not one per parameter).
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        let mut sq = 0f64;
+        let mut parts = Vec::with_capacity(self.params.len());
         for (_, v) in &self.params {
             if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g
-                    .sqr()?
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
+                parts.push(g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?);
             }
         }
+        if parts.is_empty() {
+            return Ok(0.0);
+        }
+        let sq = Tensor::stack(&parts, 0)?.sum_all()?.to_scalar::<f64>()?;
         Ok(sq.sqrt())
     }
 
     /// One update with learning rate `lr`. If `clip` is set and the global gradient norm exceeds
     /// it, all gradients are scaled by `clip / norm`. Returns the norm before clipping.
+    ///
+    /// This always computes the norm (one host synchronisation); [`Optimizer::step_with`] skips
+    /// it when neither clipping nor the caller needs it.
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<f64> {
-        let norm = self.grad_norm(grads)?;
-        let scale = match clip {
-            Some(c) if norm > c => c / (norm + 1e-6),
+        let norm = self.step_with(grads, lr, clip, true)?;
+        Ok(norm.unwrap_or(0.0))
+    }
+
+    /// One update with learning rate `lr`, clipping the global gradient norm to `clip` when set.
+    /// The norm is computed (one fused reduction, one read-back) only when `clip` is set or
+    /// `want_norm` is true, and returned then; otherwise the update queues its device work
+    /// without any host synchronisation and `None` is returned.
+    pub fn step_with(
+        &mut self,
+        grads: &GradStore,
+        lr: f64,
+        clip: Option<f64>,
+        want_norm: bool,
+    ) -> Result<Option<f64>> {
+        let norm = if clip.is_some() || want_norm {
+            Some(self.grad_norm(grads)?)
+        } else {
+            None
+        };
+        let scale = match (clip, norm) {
+            (Some(c), Some(n)) if n > c => c / (n + 1e-6),
             _ => 1.0,
         };
         self.t += 1;
@@ -306,6 +332,55 @@ mod tests {
         assert!((n - 5.0).abs() < 1e-6);
         let got = val(&w);
         assert!((got[0] + 0.6).abs() < 1e-5 && (got[1] + 0.8).abs() < 1e-5);
+    }
+
+    #[test]
+    fn the_fused_norm_covers_every_parameter_and_is_skipped_when_not_needed() {
+        let a = Var::new(&[0.0f32, 0.0], &Device::Cpu).unwrap();
+        let b = Var::new(&[[0.0f32, 0.0], [0.0, 0.0]], &Device::Cpu).unwrap();
+        let ca = Tensor::new(&[3.0f32, 4.0], &Device::Cpu).unwrap();
+        let cb = Tensor::new(&[[1.0f32, 2.0], [2.0, 4.0]], &Device::Cpu).unwrap();
+        let grads = ((a.as_tensor() * &ca).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * &cb).unwrap().sum_all().unwrap())
+        .unwrap()
+        .backward()
+        .unwrap();
+        let params = || vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+        let o = Optimizer::new(params(), hp(OptimKind::Sgd));
+        // 9 + 16 + 1 + 4 + 4 + 16 = 50.
+        assert!((o.grad_norm(&grads).unwrap() - 50f64.sqrt()).abs() < 1e-9);
+        for kind in [OptimKind::Sgd, OptimKind::AdamW] {
+            let run = |want: bool, clip: Option<f64>| {
+                let (a0, b0) = (a.as_tensor().copy().unwrap(), b.as_tensor().copy().unwrap());
+                let mut o = Optimizer::new(params(), hp(kind));
+                let n = o.step_with(&grads, 0.1, clip, want).unwrap();
+                let out = (
+                    val(&a),
+                    b.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap(),
+                );
+                a.set(&a0).unwrap();
+                b.set(&b0).unwrap();
+                (n, out)
+            };
+            let (none, skipped) = run(false, None);
+            let (some, computed) = run(true, None);
+            assert_eq!(
+                none, None,
+                "{kind:?}: no norm without clipping or a request"
+            );
+            assert!((some.unwrap() - 50f64.sqrt()).abs() < 1e-9);
+            assert_eq!(
+                skipped, computed,
+                "{kind:?}: the norm must not change the update"
+            );
+            let (clipped_norm, clipped) = run(false, Some(1.0));
+            assert!((clipped_norm.unwrap() - 50f64.sqrt()).abs() < 1e-9);
+            assert_ne!(clipped, computed);
+        }
     }
 
     #[test]

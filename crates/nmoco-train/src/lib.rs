@@ -48,7 +48,10 @@ pub use error::{Error, Result};
 pub use loss::{LossKind, LossParams, moco_loss};
 pub use nmoco_optim::{OptimKind, OptimParams, Optimizer, lr_at};
 pub use queue::Queue;
-pub use step::{ShuffleBn, StepConfig, StepOutput, shuffled_keys, train_step};
+pub use step::{
+    ShuffleBn, StepConfig, StepOutput, StepResult, StepSync, shuffled_keys, train_step,
+    train_step_with,
+};
 pub use trainer::{
     EpochReport, FINAL_FILES, Observer, Resume, RunPaths, Silent, StartInfo, StepReport, Summary,
     pretrain, pretrain_from,

@@ -66,6 +66,46 @@ pub struct StepOutput {
     pub applied: bool,
 }
 
+/// What the caller needs read back from the device in this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepSync {
+    /// Read the loss back before the update and skip the update when it is not finite (one host
+    /// synchronisation). When false the update is applied unconditionally and the loss stays on
+    /// the device ([`StepResult::loss`]); the caller checks it later (the trainer does at log
+    /// steps and at the end of each epoch).
+    pub read_loss: bool,
+    /// Compute the global gradient norm (one fused reduction and read-back) even when clipping
+    /// is off, for logging.
+    pub grad_norm: bool,
+}
+
+impl StepSync {
+    /// Everything read back every step (the CPU default, where a read-back costs nothing).
+    pub const ALL: Self = Self {
+        read_loss: true,
+        grad_norm: true,
+    };
+    /// Nothing read back: the step only queues device work (unless clipping needs the norm).
+    pub const NONE: Self = Self {
+        read_loss: false,
+        grad_norm: false,
+    };
+}
+
+/// What [`train_step_with`] reports.
+#[derive(Debug, Clone)]
+pub struct StepResult {
+    /// The loss, a detached f32 scalar on the training device.
+    pub loss: Tensor,
+    /// The loss read back, when [`StepSync::read_loss`] asked for it.
+    pub loss_value: Option<f32>,
+    /// Global gradient norm before clipping, when clipping or [`StepSync::grad_norm`] needed it.
+    pub grad_norm: Option<f64>,
+    /// False when the loss was read back and not finite: then no update, momentum step or
+    /// enqueue happened.
+    pub applied: bool,
+}
+
 /// Keys of the subordinate encoder: its forward runs on detached input and its output is
 /// detached, so no gradient can reach it.
 fn keys<E: Encoder>(key: &E, x: &Tensor) -> Result<Tensor> {
@@ -156,7 +196,8 @@ pub fn step_keys<E: Encoder>(
 /// One step: both views forward (master with gradient on `x_q`, subordinate without on `x_k`),
 /// the loss against the queue, backward into the master, an optimizer update with learning rate
 /// `lr`, the momentum update of the subordinate encoder with coefficient `m`, and the enqueue of
-/// the batch's normalised time-mean keys (of `x_k`).
+/// the batch's normalised time-mean keys (of `x_k`). Reads the loss and the gradient norm back
+/// ([`StepSync::ALL`]); see [`train_step_with`] for a step without host synchronisation.
 pub fn train_step<E: Encoder>(
     pair: &EncoderPair<E>,
     optimizer: &mut Optimizer,
@@ -167,6 +208,28 @@ pub fn train_step<E: Encoder>(
     m: f64,
     cfg: &StepConfig,
 ) -> Result<StepOutput> {
+    let r = train_step_with(pair, optimizer, queue, x_q, x_k, lr, m, cfg, StepSync::ALL)?;
+    Ok(StepOutput {
+        loss: r.loss_value.unwrap_or(f32::NAN),
+        grad_norm: r.grad_norm.unwrap_or(0.0),
+        applied: r.applied,
+    })
+}
+
+/// [`train_step`] with the read-backs chosen by `sync`. With [`StepSync::NONE`] and no clipping
+/// the step queues its device work and returns without waiting for it: the queue stays on its
+/// device, the loss is returned as a device scalar, and no gradient norm is computed.
+pub fn train_step_with<E: Encoder>(
+    pair: &EncoderPair<E>,
+    optimizer: &mut Optimizer,
+    queue: &mut Queue,
+    x_q: &Tensor,
+    x_k: &Tensor,
+    lr: f64,
+    m: f64,
+    cfg: &StepConfig,
+    sync: StepSync,
+) -> Result<StepResult> {
     let device = x_q.device();
     let negatives = queue.tensor(device)?;
     let step = optimizer.steps();
@@ -181,20 +244,29 @@ pub fn train_step<E: Encoder>(
     } else {
         first.loss
     };
-    let value = loss.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
-    if !value.is_finite() {
-        return Ok(StepOutput {
-            loss: value,
-            grad_norm: 0.0,
-            applied: false,
-        });
-    }
+    let loss_f32 = loss.detach().to_dtype(candle_core::DType::F32)?;
+    let loss_value = if sync.read_loss {
+        let value = loss_f32.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Ok(StepResult {
+                loss: loss_f32,
+                loss_value: Some(value),
+                grad_norm: None,
+                applied: false,
+            });
+        }
+        Some(value)
+    } else {
+        None
+    };
     let grads = loss.backward()?;
-    let grad_norm = optimizer.step(&grads, lr, cfg.grad_clip)?;
+    let grad_norm = optimizer.step_with(&grads, lr, cfg.grad_clip, sync.grad_norm)?;
+    drop(grads);
     momentum_update(&pair.key_vars, &pair.master_vars, m)?;
     queue.push(&first.key_mean)?;
-    Ok(StepOutput {
-        loss: value,
+    Ok(StepResult {
+        loss: loss_f32,
+        loss_value,
         grad_norm,
         applied: true,
     })
@@ -317,7 +389,7 @@ mod tests {
         }
         // The batch's normalised mean keys went into rows 0 and 1 of the queue.
         assert_eq!(queue.ptr(), 2);
-        for r in queue.keys()[..8].chunks(4) {
+        for r in queue.keys().unwrap()[..8].chunks(4) {
             let n: f32 = r.iter().map(|x| x * x).sum();
             assert!((n - 1.0).abs() < 1e-5);
         }
@@ -374,7 +446,7 @@ mod tests {
         let (pair, mut opt, queue) = setup(5);
         let (a, b) = views(6);
         // A queue holding NaN makes the logits, hence the loss, NaN.
-        let mut keys = queue.keys().to_vec();
+        let mut keys = queue.keys().unwrap();
         keys[0] = f32::NAN;
         let mut queue = Queue::from_parts(queue.len(), queue.dim(), keys, 0).unwrap();
         let before_k = snapshot(&pair.key_vars).unwrap();
@@ -386,7 +458,13 @@ mod tests {
         for n in before_k.keys() {
             assert_eq!(flat(&before_k, n), flat(&after_k, n));
         }
-        let bits = |q: &Queue| q.keys().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits = |q: &Queue| {
+            q.keys()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             (queue.ptr(), bits(&queue)),
             (before_queue.ptr(), bits(&before_queue))
@@ -427,5 +505,65 @@ mod tests {
         assert!(sym.iter().all(|l| l.is_finite()));
         assert_ne!(sym, run(false));
         let _ = DType::F32;
+    }
+
+    #[test]
+    fn a_step_without_read_backs_makes_the_same_update() {
+        let run = |sync: StepSync| {
+            let (pair, mut opt, mut queue) = setup(9);
+            let mut out = vec![];
+            for s in 0..3 {
+                let (a, b) = views(200 + s);
+                let r = train_step_with(
+                    &pair,
+                    &mut opt,
+                    &mut queue,
+                    &a,
+                    &b,
+                    0.1,
+                    0.99,
+                    &cfg(false),
+                    sync,
+                )
+                .unwrap();
+                assert!(r.applied);
+                assert_eq!(r.loss_value.is_some(), sync.read_loss);
+                assert_eq!(r.grad_norm.is_some(), sync.grad_norm);
+                assert!(!r.loss.track_op());
+                out.push(r.loss.to_scalar::<f32>().unwrap());
+            }
+            (
+                out,
+                snapshot(&pair.master_vars).unwrap(),
+                snapshot(&pair.key_vars).unwrap(),
+                queue,
+            )
+        };
+        let (l0, q0, k0, queue0) = run(StepSync::ALL);
+        let (l1, q1, k1, queue1) = run(StepSync::NONE);
+        assert_eq!(l0, l1);
+        for n in q0.keys() {
+            assert_eq!(flat(&q0, n), flat(&q1, n), "master {n}");
+            assert_eq!(flat(&k0, n), flat(&k1, n), "key {n}");
+        }
+        assert_eq!(queue0, queue1);
+        // Clipping needs the norm, so it is computed even when not asked for.
+        let (pair, mut opt, mut queue) = setup(9);
+        let (a, b) = views(200);
+        let mut c = cfg(false);
+        c.grad_clip = Some(1e-3);
+        let r = train_step_with(
+            &pair,
+            &mut opt,
+            &mut queue,
+            &a,
+            &b,
+            0.1,
+            0.99,
+            &c,
+            StepSync::NONE,
+        )
+        .unwrap();
+        assert!(r.grad_norm.unwrap() > 0.0);
     }
 }

@@ -18,7 +18,7 @@ use crate::knn::{accuracy, knn_predict, normalize_rows};
 use crate::metrics::{self, MetricsWriter, Record};
 use crate::momentum::momentum_at;
 use crate::queue::Queue;
-use crate::step::{StepConfig, train_step};
+use crate::step::{StepConfig, StepSync, train_step_with};
 use nmoco_optim::Optimizer;
 use nmoco_optim::lr_at;
 
@@ -40,7 +40,8 @@ pub struct StartInfo {
     pub resumed_from: Option<PathBuf>,
 }
 
-/// Sent after every step.
+/// Sent after every step. On an accelerator the reports of the steps between two log steps
+/// arrive together at the later one, when their losses are read back.
 #[derive(Debug, Clone, Copy)]
 pub struct StepReport {
     pub epoch: usize,
@@ -50,9 +51,21 @@ pub struct StepReport {
     pub loss: f32,
     pub lr: f64,
     pub momentum: f64,
+    /// Global gradient norm before clipping; computed at log steps and whenever clipping is on,
+    /// NaN on the other steps (computing it costs a device synchronisation).
     pub grad_norm: f64,
     /// Samples per second over this epoch so far.
     pub samples_per_s: f64,
+}
+
+/// A step whose loss has not been read back yet.
+struct PendingStep {
+    step: usize,
+    step_in_epoch: usize,
+    lr: f64,
+    momentum: f64,
+    loss: Tensor,
+    grad_norm: Option<f64>,
 }
 
 /// Sent after every epoch (and once with `epoch = 0` for the kNN accuracy before training).
@@ -511,6 +524,7 @@ pub fn pretrain_from(
         metrics::truncate_after(&paths.metrics(), step, epoch_done)?;
         tracing::info!(checkpoint = %dir.display(), epoch = epoch_done, step, "resumed");
     }
+    let mut queue = queue.to_device(device)?;
     let mut writer = MetricsWriter::open(&paths.metrics())?;
 
     observer.on_start(&StartInfo {
@@ -583,6 +597,11 @@ pub fn pretrain_from(
     let mut last_checkpoint = latest.clone();
     let (mut train_time, mut train_samples) = (0f64, 0usize);
     let mut stopped = false;
+    // On an accelerator a step only queues its work: its loss stays on the device until the next
+    // log step (or the epoch's last step), where the pending losses are read back together and
+    // checked (a non-finite one stops the run there, before any checkpoint). On the CPU every
+    // loss is read and checked before its update.
+    let defer_losses = !device.is_cpu();
 
     'epochs: for epoch in epoch_done + 1..=cfg.run.epochs {
         let lc = LoaderConfig {
@@ -596,6 +615,7 @@ pub fn pretrain_from(
         };
         let t_epoch = Instant::now();
         let (mut sum, mut n, mut seen) = (0f64, 0usize, 0usize);
+        let mut pending: Vec<PendingStep> = Vec::new();
         for (i, batch) in Loader::new(train.clone(), &lc, &cfg.data.augment, device).enumerate() {
             let batch = batch?;
             let x2 = batch.x2.as_ref().ok_or_else(|| Error::Shape {
@@ -605,8 +625,13 @@ pub fn pretrain_from(
             })?;
             let lr = lr_at(cfg.optim.lr, step, total_steps, warmup_steps);
             let m = momentum_at(cfg.moco.m, cfg.moco.m_schedule, step, total_steps);
+            let log_now = (step + 1).is_multiple_of(cfg.run.log_every) || i + 1 == steps_per_epoch;
+            let sync = StepSync {
+                read_loss: !defer_losses || log_now,
+                grad_norm: log_now,
+            };
             let t0 = Instant::now();
-            let out = train_step(
+            let out = train_step_with(
                 &pair,
                 &mut optimizer,
                 &mut queue,
@@ -615,63 +640,75 @@ pub fn pretrain_from(
                 lr,
                 m,
                 &step_cfg,
+                sync,
             )?;
-            train_time += t0.elapsed().as_secs_f64();
-            if !out.applied {
-                tracing::error!(
-                    epoch,
-                    step = step + 1,
-                    loss = out.loss,
-                    "loss is not finite; stopping"
-                );
-                return Err(Error::Diverged {
-                    epoch,
-                    step: step + 1,
-                    loss: out.loss,
-                    last_checkpoint,
-                });
-            }
             step += 1;
             let b = batch.indices.len();
             seen += b;
             train_samples += b;
-            sum += out.loss as f64;
-            n += 1;
-            losses.push(out.loss);
-            let sps = seen as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
-            if step.is_multiple_of(cfg.run.log_every) || i + 1 == steps_per_epoch {
-                writer.write(&Record::Step {
-                    epoch,
-                    step,
-                    loss: out.loss as f64,
-                    lr,
-                    momentum: m,
-                    grad_norm: out.grad_norm,
-                    samples_per_s: sps,
-                    elapsed_s: wall.elapsed().as_secs_f64(),
-                })?;
-            }
-            tracing::debug!(
-                epoch,
-                step,
-                loss = out.loss,
-                lr,
-                grad_norm = out.grad_norm,
-                "step"
-            );
-            let report = StepReport {
-                epoch,
+            let read = out.loss_value;
+            pending.push(PendingStep {
                 step,
                 step_in_epoch: i + 1,
-                loss: out.loss,
                 lr,
                 momentum: m,
+                loss: out.loss,
                 grad_norm: out.grad_norm,
-                samples_per_s: sps,
+            });
+            let Some(last) = read else {
+                train_time += t0.elapsed().as_secs_f64();
+                continue;
             };
-            if observer.on_step(&report).is_break() {
-                stopped = true;
-                break 'epochs;
+            // One read-back for the losses of the steps since the last one read.
+            let values = if pending.len() == 1 {
+                vec![last]
+            } else {
+                let ls: Vec<Tensor> = pending.iter().map(|p| p.loss.clone()).collect();
+                Tensor::stack(&ls, 0)?.to_vec1::<f32>()?
+            };
+            train_time += t0.elapsed().as_secs_f64();
+            let sps = seen as f64 / t_epoch.elapsed().as_secs_f64().max(1e-9);
+            for (p, loss) in pending.drain(..).zip(values) {
+                if !loss.is_finite() {
+                    tracing::error!(epoch, step = p.step, loss, "loss is not finite; stopping");
+                    return Err(Error::Diverged {
+                        epoch,
+                        step: p.step,
+                        loss,
+                        last_checkpoint,
+                    });
+                }
+                sum += loss as f64;
+                n += 1;
+                losses.push(loss);
+                let grad_norm = p.grad_norm.unwrap_or(f64::NAN);
+                if p.step.is_multiple_of(cfg.run.log_every) || p.step_in_epoch == steps_per_epoch {
+                    writer.write(&Record::Step {
+                        epoch,
+                        step: p.step,
+                        loss: loss as f64,
+                        lr: p.lr,
+                        momentum: p.momentum,
+                        grad_norm,
+                        samples_per_s: sps,
+                        elapsed_s: wall.elapsed().as_secs_f64(),
+                    })?;
+                }
+                tracing::debug!(epoch, step = p.step, loss, lr = p.lr, grad_norm, "step");
+                let report = StepReport {
+                    epoch,
+                    step: p.step,
+                    step_in_epoch: p.step_in_epoch,
+                    loss,
+                    lr: p.lr,
+                    momentum: p.momentum,
+                    grad_norm,
+                    samples_per_s: sps,
+                };
+                if observer.on_step(&report).is_break() {
+                    stopped = true;
+                    break 'epochs;
+                }
             }
         }
         let loss_mean = (n > 0).then(|| sum / n as f64);
@@ -715,7 +752,7 @@ pub fn pretrain_from(
                 master: snapshot(&pair.master_vars)?,
                 key: snapshot(&pair.key_vars)?,
                 optimizer: optimizer.state().clone(),
-                queue: queue.keys().to_vec(),
+                queue: queue.keys()?,
                 state,
             };
             let p = checkpoint::save(&ck_dir, &ck, is_best)?;
