@@ -126,15 +126,18 @@ impl Conv2d {
         &self.weight
     }
 
-    /// Applies the convolution to `[N, C, H, W]`.
+    /// Applies the convolution to `[N, C, H, W]`, in `x`'s dtype (the f32 weight is cast to it
+    /// for bf16/f16 mixed precision; its gradient comes back in f32).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        nmoco_conv::conv2d(x, &self.weight, self.stride, self.padding, self.groups)
+        let w = cast_like(&self.weight, x)?;
+        nmoco_conv::conv2d(x, &w, self.stride, self.padding, self.groups)
     }
 
     /// Applies the convolution followed by eval-mode `bn`, as one convolution with the batch
     /// norm folded into its weight and a bias (inference: one pass over the output, not two).
     pub fn forward_bn_eval(&self, x: &Tensor, bn: &BatchNorm) -> Result<Tensor> {
         let (w, b) = bn.fold_into(&self.weight)?;
+        let (w, b) = (cast_like(&w, x)?, cast_like(&b, x)?);
         nmoco_conv::conv2d_bias(x, &w, &b, self.stride, self.padding, self.groups)
     }
 
@@ -174,9 +177,10 @@ impl Linear {
             return Err(bad_input("linear", x, format!("last dim must be {d_in}")));
         }
         let rows = dims[..dims.len() - 1].iter().product::<usize>();
-        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
+        let w = cast_like(&self.weight, x)?;
+        let y = x.reshape((rows, d_in))?.matmul(&w.t()?)?;
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => y.broadcast_add(&cast_like(b, x)?)?,
             None => y,
         };
         let mut out = dims;
@@ -248,8 +252,15 @@ impl BatchNorm {
         )
     }
 
-    /// Normalises `[N, C, ...]`; see the type docs for train vs eval.
+    /// Normalises `[N, C, ...]`; see the type docs for train vs eval. A bf16/f16 input is
+    /// normalised in f32 (statistics, running statistics and the affine map) and the result cast
+    /// back to its dtype.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if x.dtype() != DType::F32 {
+            return self
+                .forward(&x.to_dtype(DType::F32)?, train)?
+                .to_dtype(x.dtype());
+        }
         let (x4, count) = self.view_nchw(x)?;
         let y = if train {
             self.check_train_count(x, count)?;
@@ -417,8 +428,15 @@ impl Spiking {
         Ok(())
     }
 
-    /// Runs the neuron on `[T, ...]`.
+    /// Runs the neuron on `[T, ...]`. The CPU kernels are f32-only: a 16-bit input is run in f32
+    /// there and the spikes (exact in any float dtype) cast back.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() != DType::F32 {
+            return self
+                .neuron
+                .forward(&x.to_dtype(DType::F32)?)?
+                .to_dtype(x.dtype());
+        }
         self.neuron.forward(x)
     }
 
@@ -430,7 +448,7 @@ impl Spiking {
 
     /// Runs the neuron on a time-folded `[T·B, ...]` tensor and returns the same layout.
     pub fn forward_folded(&self, x: &Tensor, t: usize) -> Result<Tensor> {
-        let s = seq_fold(&self.neuron.forward(&seq_unfold(x, t)?)?)?;
+        let s = seq_fold(&self.forward(&seq_unfold(x, t)?)?)?;
         self.record(&s, t)?;
         Ok(s)
     }
@@ -501,11 +519,17 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     x.flatten_from(2)?.mean(D::Minus1)
 }
 
-/// Casts to f32 if needed (all layers compute in f32).
-pub(crate) fn as_f32(x: &Tensor) -> Result<Tensor> {
-    if x.dtype() == DType::F32 {
+/// `x` cast to `dtype` if needed (a no-op clone otherwise).
+pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
+    if x.dtype() == dtype {
         Ok(x.clone())
     } else {
-        x.to_dtype(DType::F32)
+        x.to_dtype(dtype)
     }
+}
+
+/// A parameter `p` in the dtype of the activation `x` (mixed precision: f32 master weights,
+/// bf16/f16 compute). The cast is differentiable, so the gradient reaches `p` in f32.
+pub(crate) fn cast_like(p: &Tensor, x: &Tensor) -> Result<Tensor> {
+    cast(p, x.dtype())
 }

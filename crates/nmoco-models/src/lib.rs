@@ -72,7 +72,7 @@ mod params;
 mod sew;
 mod spikformer;
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 pub use config::{
@@ -104,6 +104,7 @@ pub struct Backbone {
     net: Net,
     in_channels: usize,
     feature_dim: usize,
+    compute: DType,
 }
 
 impl Backbone {
@@ -125,7 +126,27 @@ impl Backbone {
             net,
             in_channels,
             feature_dim,
+            compute: DType::F32,
         })
+    }
+
+    /// The same backbone computing its activations in `dtype`: `F32` (the default) or `BF16` /
+    /// `F16` mixed precision, where convolution and matmul inputs are in that dtype, variables
+    /// stay f32 (cast at use, gradients in f32) and batch norms normalise in f32. The features
+    /// come out in `dtype`.
+    pub fn with_compute_dtype(mut self, dtype: DType) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(candle_core::Error::Msg(format!(
+                "backbone compute dtype {dtype:?}: expected f32, bf16 or f16"
+            )));
+        }
+        self.compute = dtype;
+        Ok(self)
+    }
+
+    /// The dtype activations are computed in.
+    pub fn compute_dtype(&self) -> DType {
+        self.compute
     }
 
     /// Per-time-step feature dimension D.
@@ -146,7 +167,7 @@ impl Backbone {
             ));
         }
         let t = dims[0];
-        let xf = seq_fold(&layers::as_f32(x)?)?;
+        let xf = seq_fold(&layers::cast(x, self.compute)?)?;
         let y = match &self.net {
             Net::Sew(n) => n.forward_folded(&xf, t, train)?,
             Net::Spikformer(n) => n.forward_folded(&xf, t, train)?,

@@ -60,6 +60,29 @@ pub enum DeviceKind {
     Cuda,
 }
 
+/// Numeric precision of the training step (`run.precision`).
+///
+/// `bf16` is mixed precision: activations and the inputs of convolutions and matmuls in bf16
+/// (spikes are exact in it); master weights, optimizer state, batch-norm statistics, the loss and
+/// the queue stay f32. It needs `run.device = "cuda"`: the CPU path computes in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The dtype activations are computed in.
+    pub fn compute_dtype(self) -> candle_core::DType {
+        match self {
+            Precision::F32 => candle_core::DType::F32,
+            Precision::Bf16 => candle_core::DType::BF16,
+        }
+    }
+}
+
 /// `[run]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,13 +94,19 @@ pub struct RunConfig {
     pub seed: u64,
     pub epochs: usize,
     pub device: DeviceKind,
-    /// Write a `step` metrics record every this many steps (1 = every step).
+    /// Write a `step` metrics record every this many steps (1 = every step). On an accelerator
+    /// losses are read back from the device only at these steps (and at each epoch's end).
     pub log_every: usize,
     /// The fine-tuning recipe for this run (an evaluation config, e.g.
     /// `configs/finetune_cifar10dvs_sew18.toml`, relative to the working directory);
     /// `nmoco finetune` uses it when no `--config` is given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finetune_config: Option<PathBuf>,
+    /// `f32` (default) or `bf16` mixed precision (CUDA only), see [`Precision`].
+    pub precision: Precision,
+    /// With `precision = "f32"` on CUDA, let matmuls and convolutions use TF32 tensor cores (as
+    /// PyTorch does for convolutions by default). No effect on the CPU.
+    pub tf32: bool,
 }
 
 impl Default for RunConfig {
@@ -90,6 +119,8 @@ impl Default for RunConfig {
             device: DeviceKind::Cpu,
             log_every: 1,
             finetune_config: None,
+            precision: Precision::F32,
+            tf32: true,
         }
     }
 }
@@ -490,6 +521,13 @@ impl PretrainConfig {
         if r.log_every == 0 {
             return Err(invalid("run.log_every", r.log_every, "at least 1"));
         }
+        if r.precision == Precision::Bf16 && r.device != DeviceKind::Cuda {
+            return Err(invalid(
+                "run.precision",
+                "\"bf16\"",
+                "\"f32\" on the CPU (bf16 mixed precision needs run.device = \"cuda\")",
+            ));
+        }
         if self.data.root.as_os_str().is_empty() {
             return Err(invalid(
                 "data.root",
@@ -653,6 +691,9 @@ impl PretrainConfig {
         c.run.runs_dir = PathBuf::new();
         c.run.device = DeviceKind::Cpu;
         c.run.finetune_config = None;
+        // Execution settings like the device: a run may resume in another precision.
+        c.run.precision = Precision::F32;
+        c.run.tf32 = true;
         let text = c.to_toml()?;
         let d = Sha256::digest(text.as_bytes());
         Ok(d.iter().map(|b| format!("{b:02x}")).collect())
@@ -768,6 +809,32 @@ mod tests {
         assert_eq!(c.hash().unwrap(), d.hash().unwrap());
         let e = PretrainConfig::default_with(&sets(&["optim.lr=0.5"]), None).unwrap();
         assert_ne!(c.hash().unwrap(), e.hash().unwrap());
+    }
+
+    #[test]
+    fn precision_is_f32_by_default_and_bf16_needs_cuda() {
+        let c = PretrainConfig::default_with(&[], None).unwrap();
+        assert_eq!((c.run.precision, c.run.tf32), (Precision::F32, true));
+        assert_eq!(c.run.precision.compute_dtype(), candle_core::DType::F32);
+        let e = err_text(&["run.precision=\"bf16\""]);
+        assert!(e.contains("run.precision") && e.contains("cuda"), "{e}");
+        let e = err_text(&["run.precision=\"f16\""]);
+        assert!(e.contains("precision"), "{e}");
+        let g = PretrainConfig::default_with(
+            &sets(&[
+                "run.device=\"cuda\"",
+                "run.precision=\"bf16\"",
+                "run.tf32=false",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(g.run.precision.compute_dtype(), candle_core::DType::BF16);
+        assert!(!g.run.tf32);
+        // Execution settings, like the device: the hash (resume check) ignores them.
+        assert_eq!(g.hash().unwrap(), c.hash().unwrap());
+        let text = g.resolved().to_toml().unwrap();
+        assert!(text.contains("precision = \"bf16\""), "{text}");
     }
 
     fn err_text(overrides: &[&str]) -> String {

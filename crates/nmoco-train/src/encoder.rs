@@ -36,15 +36,36 @@ impl MocoEncoder {
             ProjectionHead::new(backbone.feature_dim(), head_hidden, head_out, vb.pp("head"))?;
         Ok(Self { backbone, head })
     }
+
+    /// The same encoder computing in `dtype` (see [`Backbone::with_compute_dtype`]); the head
+    /// runs in it too, and embeddings and features are returned in f32 (the loss, the queue and
+    /// the kNN monitor stay f32).
+    pub fn with_compute_dtype(self, dtype: DType) -> candle_core::Result<Self> {
+        Ok(Self {
+            backbone: self.backbone.with_compute_dtype(dtype)?,
+            head: self.head,
+        })
+    }
+}
+
+fn f32_out(x: Tensor) -> candle_core::Result<Tensor> {
+    if x.dtype() == DType::F32 {
+        Ok(x)
+    } else {
+        x.to_dtype(DType::F32)
+    }
 }
 
 impl Encoder for MocoEncoder {
     fn embed(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.head.forward(&self.backbone.forward(x, train)?, train)
+        f32_out(
+            self.head
+                .forward(&self.backbone.forward(x, train)?, train)?,
+        )
     }
 
     fn features(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.backbone.forward(x, train)
+        f32_out(self.backbone.forward(x, train)?)
     }
 }
 

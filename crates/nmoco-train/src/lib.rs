@@ -42,7 +42,7 @@ pub mod queue;
 pub mod step;
 pub mod trainer;
 
-pub use config::{ConfigError, PretrainConfig};
+pub use config::{ConfigError, Precision, PretrainConfig};
 pub use encoder::{Encoder, EncoderPair, MocoEncoder};
 pub use error::{Error, Result};
 pub use loss::{LossKind, LossParams, moco_loss};

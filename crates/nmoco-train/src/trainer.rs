@@ -58,6 +58,16 @@ pub struct StepReport {
     pub samples_per_s: f64,
 }
 
+/// Lets f32 matmuls (and the convolutions that go through them) on CUDA use TF32 tensor cores,
+/// or not. The switch is candle's process-wide cuBLAS setting; nothing changes on the CPU.
+pub fn set_tf32(device: &Device, enabled: bool) {
+    if device.is_cuda() {
+        #[cfg(feature = "cuda")]
+        candle_core::cuda_backend::set_gemm_reduced_precision_f32(enabled);
+        tracing::info!(tf32 = enabled, "f32 matmuls on CUDA");
+    }
+}
+
 /// A step whose loss has not been read back yet.
 struct PendingStep {
     step: usize,
@@ -474,8 +484,9 @@ pub fn pretrain_from(
     // Model, optimizer, queue.
     let backbone = cfg.model.backbone();
     let (hh, ho) = (cfg.model.head_hidden, cfg.model.head_out);
+    let compute = cfg.run.precision.compute_dtype();
     let pair = EncoderPair::with_conv_init(device, cfg.run.seed, backbone.conv_init(), |vb| {
-        MocoEncoder::new(&backbone, hh, ho, vb)
+        MocoEncoder::new(&backbone, hh, ho, vb)?.with_compute_dtype(compute)
     })?;
     if let (false, Some(path)) = (resume, &cfg.model.init_from) {
         // Checked in full (every missing, extra or mis-shaped tensor) before step 0.
@@ -489,6 +500,7 @@ pub fn pretrain_from(
         crate::momentum::copy_vars(&pair.key_vars, &pair.master_vars)?;
         tracing::info!(path = %path.display(), "backbone initialised from a PyTorch state dict");
     }
+    set_tf32(device, cfg.run.tf32);
     let trainable = pair.trainable();
     let trainable_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = Optimizer::new(trainable, cfg.optim_params());
