@@ -5,11 +5,15 @@
 #      device-to-device copy;
 #   2. SpikingJelly's LIFNode on the same shape (2.0: its own CUDA choice; 0.0.0.0.14: CuPy);
 #   3. the real job on the GPU: `nmoco pretrain --cuda` (the synthetic default) and
-#      `nmoco linear-probe --cuda`.
-# Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`): gpubin/{nmoco,gpu_check}.xz
+#      `nmoco linear-probe --cuda`;
+#   4. 20 pre-training steps on CUDA and on the CPU from identical weights, queue and batches
+#      (`gpu_step --compare-cpu 20`, SEW-ResNet-18 and Spikformer-2-256 at T = 4, B = 4, 64x64,
+#      f32, TF32 off): per-step losses within 1e-3 relative.
+# Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`; gpu_step:
+# `cargo build --release --features cuda -p nmoco-train --example gpu_step`): gpubin/{nmoco,gpu_check,gpu_step}.xz
 # and the wheels in .whl/ (spikingjelly 2.0.0, loguru, spikingjelly 0.0.0.0.14). Writes under $OUT.
 set -u
-source "$(dirname "$0")/env.sh" nmoco gpu_check
+source "$(dirname "$0")/env.sh" nmoco gpu_check gpu_step
 log() { echo "== $(date +%T) $*"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 
@@ -33,6 +37,12 @@ log "linear-probe --cuda"
 timeout 50 /tmp/bin/nmoco linear-probe --cuda --checkpoint runs/gpu > "$OUT/probe.log" 2>&1
 echo "probe exit: $?"; tail -c 1500 "$OUT/probe.log"
 find runs/gpu -name report.json -exec cp {} "$OUT/probe_report.json" \; 2>/dev/null
+for model in sew18 spikformer; do
+  log "cuda vs cpu, 20 steps, $model"
+  timeout 150 /tmp/bin/gpu_step --compare-cpu 20 --model $model > "$OUT/cuda_vs_cpu_$model.log" 2>&1
+  echo "cuda_vs_cpu $model exit: $?"; grep '^CHECK' "$OUT/cuda_vs_cpu_$model.log" || tail -3 "$OUT/cuda_vs_cpu_$model.log"
+done
 log "done"
 grep -E "^(CHECK|\|)|copy bandwidth" "$OUT/gpu_check.log"
 grep '^SJ ' "$OUT/sj.log"
+grep -h '^CHECK' "$OUT"/cuda_vs_cpu_*.log

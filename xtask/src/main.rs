@@ -40,8 +40,13 @@ enum Cmd {
     Export(util::Forward),
     /// Features of frames in a .npy file (--checkpoint CK | --init-from FILE) --input X.npy --out Y.npy
     Embed(util::Forward),
-    /// Run the benchmarks (all, or by name: decode frames lif conv sew-step moco-step)
-    Bench { names: Vec<String> },
+    /// Run the benchmarks (all CPU ones, or by name: decode frames lif conv sew-step moco-step
+    /// gpu-step); arguments after `--` go to gpu-step
+    Bench {
+        names: Vec<String>,
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Run the tidy checks (architecture invariants, kernel names, banned attributes)
     Tidy,
     /// What CI runs: fmt --check, tidy, clippy -D warnings, the test suite
@@ -76,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Finetune(a) => commands::finetune::run(a),
         Cmd::Export(a) => util::forward("export", a),
         Cmd::Embed(a) => util::forward("embed", a),
-        Cmd::Bench { names } => commands::bench::run(names),
+        Cmd::Bench { names, extra } => commands::bench::run(names, extra),
         Cmd::Tidy => commands::tidy::run(),
         Cmd::Ci => commands::ci::run(),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),

@@ -454,64 +454,12 @@ impl Spiking {
     }
 }
 
-/// Max-pool 3×3, stride 2, padding 1 on `[N, C, H, W]` (output `⌈H/2⌉ × ⌈W/2⌉`).
-///
-/// Built from plain candle ops (candle's own `max_pool2d` has no padding and no backward for
-/// overlapping windows). The border is replicate-padded, which gives the same maxima as
-/// PyTorch's `-inf` padding because every window that touches the border also contains the
-/// replicated element. The gradient of a window goes to its first maximal element in row-major
-/// window order, PyTorch's rule (its kernels keep the first index whose value is strictly
-/// greater than the running maximum); on spike inputs ties are the rule, so this decides
-/// where the gradient goes. Replicate padding keeps that rule: the copies of a border element
-/// come first in the scan only before elements that come after it in PyTorch's scan.
+/// Max-pool 3×3, stride 2, padding 1 on `[N, C, H, W]` (output `⌈H/2⌉ × ⌈W/2⌉`), as PyTorch's
+/// `max_pool2d(x, 3, 2, 1)`: the padding never wins and each window's gradient goes to its first
+/// maximal element. One fused op with a saved argmax ([`nmoco_snn::max_pool_3x3_s2`]: CPU f32,
+/// CUDA f32/f16/bf16; its plain-candle twin elsewhere).
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    if h == 0 || w == 0 {
-        return Err(bad_input("max_pool_3x3_s2", x, "empty spatial dims".into()));
-    }
-    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
-    // Pad to 2·out + 2 so that `narrow(d, 2·out)` fits for d = 0, 1, 2.
-    let xp = x
-        .pad_with_same(2, 1, 2 * ho + 1 - h)?
-        .pad_with_same(3, 1, 2 * wo + 1 - w)?;
-    let mut views = Vec::with_capacity(9);
-    for dy in 0..3 {
-        let rows = xp.narrow(2, dy, 2 * ho)?;
-        let (n, c, _, wp) = rows.dims4()?;
-        let rows = rows
-            .reshape((n, c, ho, 2, wp))?
-            .narrow(3, 0, 1)?
-            .squeeze(3)?;
-        for dx in 0..3 {
-            let v = rows.narrow(3, dx, 2 * wo)?;
-            let v = v
-                .reshape((n, c, ho, wo, 2))?
-                .narrow(4, 0, 1)?
-                .squeeze(4)?
-                .contiguous()?;
-            views.push(v);
-        }
-    }
-    let mut m = views[0].detach();
-    for v in &views[1..] {
-        m = m.maximum(&v.detach())?;
-    }
-    // One-hot mask of the first maximal view per output: `taken` turns 1 at the first match.
-    let mut taken = m.zeros_like()?;
-    let mut s: Option<Tensor> = None;
-    for v in &views {
-        let hit = v.detach().eq(&m)?.to_dtype(x.dtype())?;
-        let first = (&hit * taken.affine(-1.0, 1.0)?)?;
-        taken = taken.maximum(&hit)?;
-        let term = (v * &first)?;
-        s = Some(match s {
-            Some(acc) => (acc + term)?,
-            None => term,
-        });
-    }
-    let s = s.expect("nine views");
-    // Exact maxima in the forward value, the gradient to the first maximum in the backward.
-    m + (&s - s.detach())?
+    nmoco_snn::max_pool_3x3_s2(x)
 }
 
 /// Global average pool over the trailing spatial dims: `[N, C, H, W]` → `[N, C]`.

@@ -14,6 +14,9 @@
 //!    runs after warm-up, each bracketed by device synchronisation; bandwidth = the bytes the op
 //!    must move / time, against a device-to-device copy measured in the same run.
 //!
+//! Then the max-pool 3×3/2 with its saved argmax (`nmoco_snn::max_pool_3x3_s2`): values and
+//! gradients against its reference twin on the device, the CPU op, and (f16/bf16) the f32 op.
+//!
 //! Exits non-zero if any agreement check fails. Prints a table last; `--json` writes all figures.
 //! `--cpu` runs the same harness with the CPU as the "device" (f32 only; a dry run of the script
 //! on a machine without a GPU, used by CI's build of the examples).
@@ -365,6 +368,91 @@ fn main() -> Result<()> {
             println!("  FAIL {f}");
         }
         failures += big.failed.len();
+    }
+
+    // Max-pool 3x3/2 with the saved argmax: the fused op on the device against (a) its reference
+    // twin on the device and (b) the fused CPU op, values and gradients; f32, and for f16/bf16
+    // against the f32 op on the same rounded input (maxima and argmax are exact, so both must
+    // agree to the gradient's rounding).
+    {
+        let mut pool_fail = Vec::new();
+        let mut worst = 0f64;
+        let shapes = [
+            (4usize, 8usize, 64usize, 64usize),
+            (2, 3, 33, 17),
+            (1, 2, 1, 1),
+        ];
+        let pool_run = |x: &Tensor, g: &Tensor, fused: bool| -> Result<(Vec<f32>, Vec<f32>)> {
+            let xv = Var::from_tensor(x)?;
+            let y = if fused {
+                nmoco_snn::max_pool_3x3_s2(xv.as_tensor())?
+            } else {
+                nmoco_snn::max_pool_3x3_s2_ref(xv.as_tensor())?
+            };
+            let grads = (&y * g.to_dtype(y.dtype())?)?.sum_all()?.backward()?;
+            let dx = grads
+                .get(xv.as_tensor())
+                .ok_or_else(|| candle_core::Error::msg("max-pool: no gradient"))?;
+            Ok((
+                flat(&y.to_dtype(DType::F32)?)?,
+                flat(&dx.to_dtype(DType::F32)?)?,
+            ))
+        };
+        for (i, &(b, c, h, w)) in shapes.iter().enumerate() {
+            let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+            // Spike-like input (ties everywhere) and continuous input.
+            for binary in [true, false] {
+                let xs: Vec<f32> = rand_vec(b * c * h * w, 0.0, 1.0, 500 + i as u64)
+                    .into_iter()
+                    .map(|u| {
+                        if binary {
+                            f32::from(u8::from(u < 0.3))
+                        } else {
+                            4.0 * u - 2.0
+                        }
+                    })
+                    .collect();
+                let gs = rand_vec(b * c * ho * wo, -1.0, 1.0, 600 + i as u64);
+                let xc = Tensor::from_vec(xs, (b, c, h, w), &cpu)?;
+                let gc = Tensor::from_vec(gs, (b, c, ho, wo), &cpu)?;
+                let (cy, cg) = pool_run(&xc, &gc, true)?;
+                for dt in [DType::F32, DType::F16, DType::BF16] {
+                    let xd = xc.to_dtype(dt)?.to_device(&dev)?;
+                    let gd = gc.to_dtype(dt)?.to_device(&dev)?;
+                    let (fy, fg) = pool_run(&xd, &gd, true)?;
+                    let (ry, rg) = pool_run(&xd, &gd, false)?;
+                    // f32 reference on the same rounded input.
+                    let x32 = xd.to_dtype(DType::F32)?;
+                    let g32 = gd.to_dtype(DType::F32)?;
+                    let (y32, g32v) = pool_run(&x32, &g32, true)?;
+                    let tol = if dt == DType::F32 { 1e-6 } else { 1e-2 };
+                    let name = format!("maxpool {dt:?} {:?} binary={binary}", (b, c, h, w));
+                    let mut cmp = |what: &str, a: &[f32], r: &[f32], tol: f64, exact: bool| {
+                        let e = rel_err(a, r);
+                        worst = worst.max(e);
+                        if a.len() != r.len() || (exact && a != r) || e > tol {
+                            pool_fail.push(format!("{name} {what}: rel err {e:.2e}"));
+                        }
+                    };
+                    cmp("values vs twin", &fy, &ry, 0.0, true);
+                    cmp("dx vs twin", &fg, &rg, tol, false);
+                    cmp("values vs f32", &fy, &y32, 0.0, true);
+                    cmp("dx vs f32", &fg, &g32v, tol, false);
+                    if dt == DType::F32 {
+                        cmp("values vs cpu", &fy, &cy, 0.0, true);
+                        cmp("dx vs cpu", &fg, &cg, 1e-6, false);
+                    }
+                }
+            }
+        }
+        println!(
+            "CHECK maxpool 3x3/2 argmax (f32, f16, bf16; vs twin, vs cpu, vs f32): worst rel err {worst:.2e}, {}",
+            if pool_fail.is_empty() { "ok" } else { "FAILED" }
+        );
+        for f in &pool_fail {
+            println!("  FAIL {f}");
+        }
+        failures += pool_fail.len();
     }
 
     // ---- 2. benchmark ----

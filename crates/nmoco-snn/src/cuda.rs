@@ -16,7 +16,10 @@ use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 
 use crate::config::Params;
 use crate::error::SnnError;
-use crate::kernels::{KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KernelDtype, Variant};
+use crate::kernels::{
+    KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KERNEL_POOL_BWD, KERNEL_POOL_FWD, KernelDtype,
+    POOL_SRC, Variant, pool_module_name, pool_options,
+};
 use crate::nvrtc::Nvrtc;
 use crate::ops::t_n;
 
@@ -57,6 +60,61 @@ pub fn retain_pool_memory(dev: &candle_core::Device) -> Result<bool> {
         .w()?;
     }
     Ok(true)
+}
+
+/// Memory of the device's default pool (which candle's `cuMemAllocAsync` allocations come
+/// from) and of the whole device, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolMemory {
+    /// High-water mark of memory handed out to allocations since the last reset.
+    pub used_high: u64,
+    /// High-water mark of memory the pool held since the last reset.
+    pub reserved_high: u64,
+    /// Device memory in use by every process (total − free), as nvidia-smi shows it.
+    pub device_used: u64,
+    pub device_total: u64,
+}
+
+/// The pool's high-water marks and the device's memory now; `reset` then restarts the
+/// high-water marks from the current use. `None` where the device has no memory pools.
+pub fn pool_memory(dev: &candle_core::Device, reset: bool) -> Result<Option<PoolMemory>> {
+    use candle_core::cuda_backend::cudarc::driver::{result, sys};
+    let candle_core::Device::Cuda(dev) = dev else {
+        return Ok(None);
+    };
+    let ctx = dev.cuda_stream().context().clone();
+    if !ctx.has_async_alloc() {
+        return Ok(None);
+    }
+    ctx.bind_to_thread().w()?;
+    let (free, total) = result::mem_get_info().w()?;
+    // SAFETY: the device comes from a live context; both attributes are u64 (cuuint64_t), and
+    // setting a high-water mark to 0 is how the driver API resets it.
+    unsafe {
+        let pool = result::device::get_default_mem_pool(ctx.cu_device()).w()?;
+        let get = |attr: sys::CUmemPool_attribute| -> Result<u64> {
+            let mut v: u64 = 0;
+            result::mem_pool::get_attribute(pool, attr, (&mut v as *mut u64).cast()).w()?;
+            Ok(v)
+        };
+        let used_high = get(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)?;
+        let reserved_high = get(sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)?;
+        if reset {
+            for attr in [
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+            ] {
+                let mut zero: u64 = 0;
+                result::mem_pool::set_attribute(pool, attr, (&mut zero as *mut u64).cast()).w()?;
+            }
+        }
+        Ok(Some(PoolMemory {
+            used_high,
+            reserved_high,
+            device_used: (total - free) as u64,
+            device_total: total as u64,
+        }))
+    }
 }
 
 fn arch_of(dev: &CudaDevice) -> Result<u32> {
@@ -326,4 +384,150 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
         unsafe { b.launch(one) }.w()?;
     }
     Ok(T::wrap_cuda_slice(out, dev))
+}
+
+type PoolPtxCache = Mutex<HashMap<(KernelDtype, u32), Arc<String>>>;
+
+fn load_pool(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunction> {
+    static C: OnceLock<PoolPtxCache> = OnceLock::new();
+    let arch = arch_of(dev)?;
+    let module = format!("{}_sm{arch}", pool_module_name(kd));
+    let ptx = {
+        let mut cache = C
+            .get_or_init(|| Mutex::new(HashMap::new()))
+            .lock()
+            .map_err(|_| candle_core::Error::msg("ptx cache poisoned"))?;
+        match cache.get(&(kd, arch)) {
+            Some(p) => p.clone(),
+            None => {
+                tracing::debug!(module = %module, "nvrtc: compiling max-pool kernels");
+                let ptx =
+                    Nvrtc::global()?.compile_ptx(POOL_SRC, &module, &pool_options(kd, arch))?;
+                let ptx = Arc::new(ptx);
+                cache.insert((kd, arch), ptx.clone());
+                ptx
+            }
+        }
+    };
+    Ok(dev
+        .get_or_load_custom_func(kernel, &module, &ptx)?
+        .into_cuda_function())
+}
+
+/// Max-pool forward over `planes` planes of `h × w`: maxima then argmax in one buffer.
+pub(crate) fn pool_fwd(
+    s: &CudaStorage,
+    l: &Layout,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaStorage> {
+    let op = "nmoco-maxpool-fwd";
+    match kdtype(op, s.dtype())? {
+        KernelDtype::F32 => pool_fwd_t::<f32>(KernelDtype::F32, s, l, planes, h, w),
+        KernelDtype::F16 => pool_fwd_t::<half::f16>(KernelDtype::F16, s, l, planes, h, w),
+        KernelDtype::Bf16 => pool_fwd_t::<half::bf16>(KernelDtype::Bf16, s, l, planes, h, w),
+    }
+}
+
+fn pool_fwd_t<T: CudaDType + DeviceRepr>(
+    kd: KernelDtype,
+    s: &CudaStorage,
+    l: &Layout,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaStorage> {
+    let op = "nmoco-maxpool-fwd";
+    let dev = s.device().clone();
+    let (o1, o2) = offsets(l, op)?;
+    let x = T::as_cuda_slice(s)?.slice(o1..o2);
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let total = planes * ho * wo;
+    // SAFETY: the kernel writes all 2·total elements (one thread per output writes two).
+    let out = unsafe { dev.alloc::<T>((2 * total).max(1))? };
+    if total > 0 {
+        let f = load_pool(&dev, kd, KERNEL_POOL_FWD)?;
+        let (p64, h32, w32, ho32, wo32) = (planes as u64, h as u32, w as u32, ho as u32, wo as u32);
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&x);
+        b.arg(&out);
+        b.arg(&p64);
+        b.arg(&h32);
+        b.arg(&w32);
+        b.arg(&ho32);
+        b.arg(&wo32);
+        // SAFETY: argument list matches nmoco_maxpool_fwd's signature.
+        unsafe { b.launch(grid(total)) }.w()?;
+    }
+    Ok(T::wrap_cuda_slice(out, dev))
+}
+
+/// Max-pool backward: `dL/dx` from `dL/dy` and the saved argmax.
+pub(crate) fn pool_bwd(
+    gs: &CudaStorage,
+    gl: &Layout,
+    as_: &CudaStorage,
+    al: &Layout,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaStorage> {
+    let op = "nmoco-maxpool-bwd";
+    if gs.dtype() != as_.dtype() {
+        candle_core::bail!(
+            "{op}: gradient {:?} and argmax {:?} dtypes differ",
+            gs.dtype(),
+            as_.dtype()
+        );
+    }
+    match kdtype(op, gs.dtype())? {
+        KernelDtype::F32 => pool_bwd_t::<f32>(KernelDtype::F32, gs, gl, as_, al, planes, h, w),
+        KernelDtype::F16 => {
+            pool_bwd_t::<half::f16>(KernelDtype::F16, gs, gl, as_, al, planes, h, w)
+        }
+        KernelDtype::Bf16 => {
+            pool_bwd_t::<half::bf16>(KernelDtype::Bf16, gs, gl, as_, al, planes, h, w)
+        }
+    }
+}
+
+fn pool_bwd_t<T: CudaDType + DeviceRepr>(
+    kd: KernelDtype,
+    gs: &CudaStorage,
+    gl: &Layout,
+    as_: &CudaStorage,
+    al: &Layout,
+    planes: usize,
+    h: usize,
+    w: usize,
+) -> Result<CudaStorage> {
+    let op = "nmoco-maxpool-bwd";
+    let dev = gs.device().clone();
+    let (g1, g2) = offsets(gl, op)?;
+    let (a1, a2) = offsets(al, op)?;
+    let g = T::as_cuda_slice(gs)?.slice(g1..g2);
+    let a = T::as_cuda_slice(as_)?.slice(a1..a2);
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let total = planes * h * w;
+    // SAFETY: the kernel writes every input-sized element (one thread each).
+    let dx = unsafe { dev.alloc::<T>(total.max(1))? };
+    if total > 0 {
+        let f = load_pool(&dev, kd, KERNEL_POOL_BWD)?;
+        let (p64, h32, w32, ho32, wo32) = (planes as u64, h as u32, w as u32, ho as u32, wo as u32);
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&f);
+        b.arg(&g);
+        b.arg(&a);
+        b.arg(&dx);
+        b.arg(&p64);
+        b.arg(&h32);
+        b.arg(&w32);
+        b.arg(&ho32);
+        b.arg(&wo32);
+        // SAFETY: argument list matches nmoco_maxpool_bwd's signature.
+        unsafe { b.launch(grid(total)) }.w()?;
+    }
+    Ok(T::wrap_cuda_slice(dx, dev))
 }

@@ -43,6 +43,9 @@ pub enum SnnError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    /// A max-pool input is not `[N, C, H, W]` with non-empty spatial dims.
+    #[error("{op}: expected [N, C, H, W] with H, W > 0, got {shape:?}")]
+    PoolShape { op: &'static str, shape: Vec<usize> },
     /// `seq_unfold`: the leading dimension is not a multiple of `t`.
     #[error("seq_unfold: leading dimension {len} is not a multiple of t = {t}")]
     Unfold { len: usize, t: usize },

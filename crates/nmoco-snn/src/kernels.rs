@@ -36,6 +36,26 @@ pub const KERNEL_PLIF_FINISH: &str = "nmoco_plif_finish";
 /// Every `extern "C" __global__` entry point of [`LIF_SRC`].
 pub const KERNELS: [&str; 3] = [KERNEL_FWD, KERNEL_BWD, KERNEL_PLIF_FINISH];
 
+/// The max-pool 3×3/2 kernels with a saved argmax (self-contained: no common header).
+pub const POOL_SRC: &str = include_str!("../kernels/pool.cu");
+pub const KERNEL_POOL_FWD: &str = "nmoco_maxpool_fwd";
+pub const KERNEL_POOL_BWD: &str = "nmoco_maxpool_bwd";
+/// Every `extern "C" __global__` entry point of [`POOL_SRC`].
+pub const POOL_KERNELS: [&str; 2] = [KERNEL_POOL_FWD, KERNEL_POOL_BWD];
+
+/// Module name of the max-pool kernels for `dtype`, e.g. `nmoco_pool_bf16`.
+pub fn pool_module_name(dtype: KernelDtype) -> String {
+    format!("nmoco_pool_{}", dtype.name())
+}
+
+/// NVRTC options of the max-pool kernels for `dtype` on `compute_<arch>`.
+pub fn pool_options(dtype: KernelDtype, arch: u32) -> Vec<String> {
+    vec![
+        format!("--gpu-architecture=compute_{arch}"),
+        format!("-DNMOCO_DTYPE={}", dtype.code()),
+    ]
+}
+
 /// Storage dtype of a kernel variant (arithmetic is f32).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelDtype {

@@ -33,6 +33,7 @@ mod layers;
 mod neuron;
 pub mod nvrtc;
 mod ops;
+mod pool;
 mod reference;
 mod surrogate;
 
@@ -43,10 +44,14 @@ pub fn alloc_output(n: usize) -> Vec<f32> {
 
 pub use config::{NeuronConfig, NeuronImpl, NeuronKind};
 #[cfg(feature = "cuda")]
-pub use cuda::{precompile as cuda_precompile, retain_pool_memory as cuda_retain_pool_memory};
+pub use cuda::{
+    PoolMemory as CudaPoolMemory, pool_memory as cuda_pool_memory, precompile as cuda_precompile,
+    retain_pool_memory as cuda_retain_pool_memory,
+};
 pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
 pub use neuron::{MultiStepNeuron, SingleStepNeuron};
 pub use ops::{bn_lif_multistep, lif_multistep, lif_multistep_bwd, plif_multistep};
+pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_ref};
 pub use reference::{lif_multistep_ref, plif_multistep_ref, spike_ref};
 pub use surrogate::Surrogate;

@@ -204,3 +204,44 @@ fn a_broken_kernel_is_reported() {
     let err = nvrtc.compile_ptx(&src, "broken", &v.options(80));
     assert!(err.is_err());
 }
+
+/// The max-pool kernels compile for every storage dtype and architecture, and define every
+/// entry point the Rust side names.
+#[test]
+fn every_pool_variant_compiles() {
+    use nmoco_snn::kernels::{KernelDtype, POOL_KERNELS, POOL_SRC, pool_module_name, pool_options};
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e})");
+            return;
+        }
+    };
+    for k in POOL_KERNELS {
+        assert!(
+            POOL_SRC
+                .lines()
+                .any(|l| l.contains("__global__ void") && l.contains(&format!(" {k}("))),
+            "kernel {k} missing from pool.cu"
+        );
+    }
+    let mut n = 0;
+    for dtype in KernelDtype::ALL {
+        for arch in ARCHS {
+            let name = pool_module_name(dtype);
+            let ptx = nvrtc
+                .compile_ptx(POOL_SRC, &name, &pool_options(dtype, arch))
+                .unwrap_or_else(|e| panic!("{name} sm_{arch}: {e}"));
+            for k in POOL_KERNELS {
+                assert!(
+                    ptx.contains(&format!(".entry {k}(")),
+                    "{name} sm_{arch}: no {k}"
+                );
+            }
+            n += 1;
+        }
+    }
+    println!("nvrtc_compile: {n} max-pool modules compiled");
+}

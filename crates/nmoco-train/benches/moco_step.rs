@@ -4,8 +4,9 @@
 //! step by a random horizontal flip and a random translation of ±8 px per sample (wrapping, as
 //! `torch.roll`), queue K = 4096, InfoNCE at τ = 0.2 (`MOCO_LOSS=mix` for MixInfoNCE),
 //! SGD lr 0.03, momentum 0.9, weight decay 1e-4, then the EMA update (m = 0.99) and the enqueue:
-//! [`nmoco_train::train_step`], exactly what the trainer runs. The key encoder's forward builds
-//! no autograd graph.
+//! [`nmoco_train::train_step_with`] with the read-backs the trainer makes on the CPU between log
+//! steps (the loss, checked before the update; no gradient norm). The key encoder's forward
+//! builds no autograd graph.
 //!
 //! `cargo bench -p nmoco-train --bench moco_step` prints one JSON line. Knobs: `MOCO_REPS`
 //! (default 5), `MOCO_WARMUP` (1), `MOCO_LOSS` (`infonce` | `mix`).
@@ -21,7 +22,7 @@ use candle_core::{Device, Result, Tensor};
 use nmoco_models::BackboneConfig;
 use nmoco_train::{
     EncoderPair, LossKind, LossParams, MocoEncoder, OptimKind, OptimParams, Optimizer, Queue,
-    StepConfig, train_step,
+    StepConfig, StepSync, train_step_with,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -133,9 +134,15 @@ fn main() -> Result<()> {
         let t0 = Instant::now();
         let xq = Tensor::from_vec(augment(&x, &mut rng), shape, &dev)?;
         let xk = Tensor::from_vec(augment(&x, &mut rng), shape, &dev)?;
-        let out = train_step(&pair, &mut opt, &mut queue, &xq, &xk, 0.03, 0.99, &step_cfg)
-            .map_err(err)?;
-        loss = out.loss;
+        let sync = StepSync {
+            read_loss: true,
+            grad_norm: false,
+        };
+        let out = train_step_with(
+            &pair, &mut opt, &mut queue, &xq, &xk, 0.03, 0.99, &step_cfg, sync,
+        )
+        .map_err(err)?;
+        loss = out.loss_value.unwrap_or(f32::NAN);
         if i >= warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
