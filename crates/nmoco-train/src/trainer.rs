@@ -68,6 +68,21 @@ pub fn set_tf32(device: &Device, enabled: bool) {
     }
 }
 
+static DEFER_LOSSES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Overrides, process-wide, whether [`pretrain`] leaves losses on the device until log steps:
+/// `None` (the default) defers on accelerators and reads every loss on the CPU. Results are the
+/// same either way unless a loss is not finite (tested on the CPU); meant for tests and
+/// benchmarks.
+pub fn set_defer_losses(mode: Option<bool>) {
+    let v = match mode {
+        None => 0,
+        Some(true) => 1,
+        Some(false) => 2,
+    };
+    DEFER_LOSSES.store(v, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// A step whose loss has not been read back yet.
 struct PendingStep {
     step: usize,
@@ -613,7 +628,11 @@ pub fn pretrain_from(
     // log step (or the epoch's last step), where the pending losses are read back together and
     // checked (a non-finite one stops the run there, before any checkpoint). On the CPU every
     // loss is read and checked before its update.
-    let defer_losses = !device.is_cpu();
+    let defer_losses = match DEFER_LOSSES.load(std::sync::atomic::Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => !device.is_cpu(),
+    };
 
     'epochs: for epoch in epoch_done + 1..=cfg.run.epochs {
         let lc = LoaderConfig {
