@@ -7,7 +7,7 @@
 #   3. the real job on the GPU: `nmoco pretrain --cuda` (the synthetic default) and
 #      `nmoco linear-probe --cuda`;
 #   4. 20 pre-training steps on CUDA and on the CPU from identical weights, queue and batches
-#      (`gpu_step --compare-cpu 20`, SEW-ResNet-18 and Spikformer-2-256 at T = 4, B = 4, 64x64,
+#      (`gpu_step --compare-cpu 20`, SEW-ResNet-18 and Spikformer-2-256 at T = 4, B = 8, 64x64,
 #      f32, TF32 off): per-step losses within 1e-3 relative.
 # Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`; gpu_step:
 # `cargo build --release --features cuda -p nmoco-train --example gpu_step`): gpubin/{nmoco,gpu_check,gpu_step}.xz

@@ -12,7 +12,7 @@
 //! ```text
 //! gpu_step [--model sew18|spikformer] [--precision f32|bf16] [--tf32 1|0] [--device cuda|cpu]
 //!          [--t 16] [--size 128] [--batch 32] [--k 1024] [--warmup 5] [--steps 20] [--phases 0]
-//! gpu_step --compare-cpu 20 [--model ...] [--t 4] [--size 64] [--batch 4] [--k 256]
+//! gpu_step --compare-cpu 20 [--model ...] [--t 4] [--size 64] [--batch 8] [--k 256]
 //! ```
 //!
 //! Prints one JSON line: median step time with a synchronisation after each step (`step_ms`),
@@ -75,7 +75,7 @@ fn parse() -> Res<Args> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let compare = argv.iter().any(|s| s == "--compare-cpu");
     if compare {
-        (a.t, a.size, a.batch, a.k) = (4, 64, 4, 256);
+        (a.t, a.size, a.batch, a.k) = (4, 64, 8, 256);
     }
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
@@ -163,6 +163,7 @@ fn setup(cfg: &PretrainConfig, dev: &Device) -> Res<Setup> {
             loss: cfg.loss_params(),
             symmetric: cfg.moco.symmetric,
             grad_clip: cfg.optim.grad_clip,
+            shuffle_bn: cfg.shuffle_bn(),
         },
         params,
         lr: cfg.optim.lr,
@@ -243,7 +244,7 @@ fn phased_step(
     let negatives = s.queue.tensor(dev)?;
     let q = s.pair.master.embed(xq, true)?;
     lap("query_forward", &mut out)?;
-    let k = s.pair.key.embed(&xk.detach(), true)?.detach();
+    let k = nmoco_train::step::step_keys(&s.pair, xk, &s.step, 2 * s.opt.steps())?;
     lap("key_forward", &mut out)?;
     let l = moco_loss(&q, &k, &negatives, &s.step.loss)?;
     lap("loss", &mut out)?;

@@ -41,8 +41,9 @@ fn config(root: &Path, data: &Path, name: &str) -> PretrainConfig {
         "data.frames.height=16".into(),
         "data.frames.width=16".into(),
         "optim.batch_size=2".into(),
+        "moco.shuffle_bn=\"off\"".into(),
         "optim.warmup_epochs=0.5".into(),
-        "moco.k=8".into(),
+        "moco.k=4".into(),
         "model.head_hidden=16".into(),
         "model.head_out=8".into(),
         "monitor.knn_k=3".into(),
@@ -126,7 +127,10 @@ fn deferred_read_back_reports_what_per_step_read_back_does() {
         assert_eq!(a.2, b.2, "metrics step records");
         // Gradient norms are computed at log steps (every 3rd and each epoch's last) only.
         let steps_per_epoch = a.0.len() / 2;
-        assert!(a.1.iter().any(|r| !r.3), "some steps must be between log steps");
+        assert!(
+            a.1.iter().any(|r| !r.3),
+            "some steps must be between log steps"
+        );
         for &(step, in_epoch, _, has_norm) in &a.1 {
             let log = step % 3 == 0 || in_epoch == steps_per_epoch;
             assert_eq!(has_norm, log, "step {step}");
