@@ -64,6 +64,7 @@ fn config(root: &Path, data: &Path, name: &str) -> PretrainConfig {
         downsample: Downsample::Transition,
         connect: Connect::Add,
         neuron: Default::default(),
+        init: Default::default(),
     }));
     cfg
 }
