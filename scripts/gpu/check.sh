@@ -3,23 +3,32 @@
 #   1. gpu_check: fused CUDA neuron kernels vs the reference twin, vs the CPU kernels, f16/bf16 vs
 #      f32, any-T vs fixed-T kernels; then the kernel benchmark at T = 16, N = 16 Mi against a
 #      device-to-device copy;
+#   1b. gpu_conv_check: cuDNN convolutions (forward, backward-data, backward-filter; f32, f32 + TF32,
+#      bf16) vs the CPU twin, plan/algorithm caching, no input gradient for an untracked input;
+#      then per-op timings at the SEW-ResNet-18 layer shapes (T = 16, B = 32, 2x128x128);
 #   2. SpikingJelly's LIFNode on the same shape (2.0: its own CUDA choice; 0.0.0.0.14: CuPy);
 #   3. the real job on the GPU: `nmoco pretrain --cuda` (the synthetic default) and
 #      `nmoco linear-probe --cuda`;
 #   4. 20 pre-training steps on CUDA and on the CPU from identical weights, queue and batches
 #      (`gpu_step --compare-cpu 20`, SEW-ResNet-18 and Spikformer-2-256 at T = 4, B = 8, 64x64,
 #      f32, TF32 off): per-step losses within 1e-3 relative.
-# Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`; gpu_step:
-# `cargo build --release --features cuda -p nmoco-train --example gpu_step`): gpubin/{nmoco,gpu_check,gpu_step}.xz
-# and the wheels in .whl/ (spikingjelly 2.0.0, loguru, spikingjelly 0.0.0.0.14). Writes under $OUT.
+# Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`; the examples: source
+# tools/cuda-env.sh; cargo build --release --features cuda -p nmoco-snn --example gpu_check
+# -p nmoco-conv --example gpu_conv_check -p nmoco-train --example gpu_step):
+# gpubin/{nmoco,gpu_check,gpu_conv_check,gpu_step}.xz and the wheels in .whl/ (spikingjelly 2.0.0,
+# loguru, spikingjelly 0.0.0.0.14). Writes under $OUT.
 set -u
-source "$(dirname "$0")/env.sh" nmoco gpu_check gpu_step
+source "$(dirname "$0")/env.sh" nmoco gpu_check gpu_conv_check gpu_step
 log() { echo "== $(date +%T) $*"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 
 log "gpu_check"
 timeout 200 /tmp/bin/gpu_check --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 echo "gpu_check exit: ${PIPESTATUS[0]}"
+
+log "gpu_conv_check (cuDNN)"
+timeout 150 /tmp/bin/gpu_conv_check --time --candle --reps 5 --json "$OUT/gpu_conv_check.json" 2>&1 | tee "$OUT/gpu_conv_check.log"
+echo "gpu_conv_check exit: ${PIPESTATUS[0]}"
 
 log "spikingjelly 2.0.0 (auto)"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sj2 .whl/spikingjelly-2.0.0-*.whl .whl/loguru-*.whl 2>&1 | tail -2
@@ -39,10 +48,11 @@ echo "probe exit: $?"; tail -c 1500 "$OUT/probe.log"
 find runs/gpu -name report.json -exec cp {} "$OUT/probe_report.json" \; 2>/dev/null
 for model in sew18 spikformer; do
   log "cuda vs cpu, 20 steps, $model"
-  timeout 150 /tmp/bin/gpu_step --compare-cpu 20 --model $model > "$OUT/cuda_vs_cpu_$model.log" 2>&1
+  NMOCO_CONV_TF32=0 timeout 150 /tmp/bin/gpu_step --compare-cpu 20 --model $model > "$OUT/cuda_vs_cpu_$model.log" 2>&1
   echo "cuda_vs_cpu $model exit: $?"; grep '^CHECK' "$OUT/cuda_vs_cpu_$model.log" || tail -3 "$OUT/cuda_vs_cpu_$model.log"
 done
 log "done"
 grep -E "^(CHECK|\|)|copy bandwidth" "$OUT/gpu_check.log"
+grep -E "^(CHECK|TIME)" "$OUT/gpu_conv_check.log"
 grep '^SJ ' "$OUT/sj.log"
 grep -h '^CHECK' "$OUT"/cuda_vs_cpu_*.log

@@ -3,9 +3,10 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
+use crate::cuda_config::GradNeeds;
 use crate::error::ConvError;
 use crate::kernels::{self, ConvGeom};
-use crate::util::{cpu_f32, is_cpu_f32};
+use crate::util::{Route, cpu_f32, route};
 
 /// Hyper-parameters shared by the conv ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +110,18 @@ impl CustomOp2 for Conv2dOp {
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c_out, g.oh, g.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = geometry(self.name(), l1.dims(), l2.dims(), self.0)?;
+        crate::cudnn::forward(self.name(), &g, (s1, l1), (s2, l2), None)
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -154,6 +167,28 @@ impl CustomOp3 for Conv2dBiasOp {
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c_out, g.oh, g.ow))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = geometry(self.name(), l1.dims(), l2.dims(), self.0)?;
+        if l3.dims() != [g.c_out] {
+            Err(ConvError::ChannelParam {
+                op: self.name(),
+                what: "bias",
+                channels: g.c_out,
+                shape: l3.dims().to_vec(),
+            })?
+        }
+        crate::cudnn::forward(self.name(), &g, (s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
     fn bwd(
         &self,
         x: &Tensor,
@@ -164,7 +199,13 @@ impl CustomOp3 for Conv2dBiasOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw) = conv_grads(x, w, dy, self.0)?;
         let db = if b.track_op() {
-            Some(dy.sum_keepdim((0, 2, 3))?.flatten_all()?)
+            // f32 sum of the output gradient (bf16 sums would round at every step).
+            Some(
+                dy.to_dtype(candle_core::DType::F32)?
+                    .sum_keepdim((0, 2, 3))?
+                    .flatten_all()?
+                    .to_dtype(b.dtype())?,
+            )
         } else {
             None
         };
@@ -179,7 +220,10 @@ fn conv_grads(
     a: ConvArgs,
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let dy = dy.contiguous()?;
-    let dx = if x.track_op() {
+    // Only the tracked arguments get a gradient: a network input (not a variable, not computed
+    // from one) gets none, so its backward-data convolution never runs.
+    let needs = GradNeeds::of(x.track_op(), w.track_op());
+    let dx = if needs.input {
         Some(dy.apply_op2_no_bwd(
             w,
             &ConvBwdDataOp {
@@ -190,7 +234,7 @@ fn conv_grads(
     } else {
         None
     };
-    let dw = if w.track_op() {
+    let dw = if needs.weight {
         Some(x.apply_op2_no_bwd(
             &dy,
             &ConvBwdWeightOp {
@@ -237,6 +281,26 @@ impl CustomOp2 for ConvBwdDataOp {
         kernels::conv_backward_data(&g, dy, w, &mut dx);
         Ok((CpuStorage::F32(dx), Shape::from(self.x_dims.clone())))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = geometry(self.name(), &self.x_dims, l2.dims(), self.args)?;
+        let y_dims = [g.n, g.c_out, g.oh, g.ow];
+        if l1.dims() != y_dims {
+            Err(ConvError::GradShape {
+                op: self.name(),
+                expected: y_dims.to_vec(),
+                got: l1.dims().to_vec(),
+            })?
+        }
+        crate::cudnn::backward_data(self.name(), &g, (s1, l1), (s2, l2))
+    }
 }
 
 /// Weight gradient `(x, dy) -> dw`.
@@ -271,15 +335,40 @@ impl CustomOp2 for ConvBwdWeightOp {
         let dw = kernels::conv_backward_weight(&g, x, dy);
         Ok((CpuStorage::F32(dw), Shape::from(self.w_dims.clone())))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let g = geometry(self.name(), l1.dims(), &self.w_dims, self.args)?;
+        let y_dims = [g.n, g.c_out, g.oh, g.ow];
+        if l2.dims() != y_dims {
+            Err(ConvError::GradShape {
+                op: self.name(),
+                expected: y_dims.to_vec(),
+                got: l2.dims().to_vec(),
+            })?
+        }
+        crate::cudnn::backward_filter(self.name(), &g, (s1, l1), (s2, l2))
+    }
 }
 
 /// 2-D convolution (no dilation), autograd-aware for `x` and `w`.
 ///
 /// `x`: `[N, C_in, H, W]` f32, `w`: `[C_out, C_in/groups, KH, KW]`; the output is
 /// `[N, C_out, (H+2p-KH)/s+1, (W+2p-KW)/s+1]` and contiguous, exactly as
-/// `x.conv2d(w, padding, stride, 1, groups)`. On non-CPU devices or non-f32
+/// `x.conv2d(w, padding, stride, 1, groups)`. A kernel of another float dtype
+/// than `x` is cast (differentiably) to `x`'s dtype first, so f32 master weights
+/// serve bf16 activations. On a CUDA device with f32, bf16 or f16 tensors the
+/// forward and both gradients run on cuDNN (see [`crate::CudaConvConfig`];
+/// `NMOCO_CUDA_CONV=candle` selects candle's path instead); on other devices or
 /// dtypes it falls back to candle's own `conv2d` (same semantics). Gradients
-/// are computed by dedicated custom ops and are not themselves differentiable.
+/// are computed by dedicated custom ops, only for tracked arguments, and are not
+/// themselves differentiable.
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -293,10 +382,20 @@ pub fn conv2d(
         groups,
     };
     geometry("conv2d", x.dims(), w.dims(), a)?;
-    if !is_cpu_f32(&[x, w]) {
-        return conv2d_reference(x, w, stride, padding, groups);
+    let w = &cast_like(w, x)?;
+    match route(&[x, w])? {
+        Route::Reference => conv2d_reference(x, w, stride, padding, groups),
+        Route::Cpu | Route::Cudnn => x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp(a)),
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp(a))
+}
+
+/// `w` in `x`'s dtype when both are floats of different dtypes (a differentiable cast).
+fn cast_like(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    if w.dtype() != x.dtype() && w.dtype().is_float() && x.dtype().is_float() {
+        w.to_dtype(x.dtype())
+    } else {
+        Ok(w.clone())
+    }
 }
 
 /// [`conv2d`] followed by a per-output-channel bias `b` (`[C_out]`), fused into
@@ -324,17 +423,20 @@ pub fn conv2d_bias(
             shape: b.dims().to_vec(),
         })?
     }
-    if !is_cpu_f32(&[x, w, b]) {
-        return conv2d_reference(x, w, stride, padding, groups)?
-            .broadcast_add(&b.reshape((1, g.c_out, 1, 1))?);
+    let (w, b) = (&cast_like(w, x)?, &cast_like(b, x)?);
+    match route(&[x, w, b])? {
+        Route::Reference => conv2d_reference(x, w, stride, padding, groups)?
+            .broadcast_add(&b.reshape((1, g.c_out, 1, 1))?),
+        Route::Cpu | Route::Cudnn => {
+            x.contiguous()?
+                .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2dBiasOp(a))
+        }
     }
-    x.contiguous()?
-        .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2dBiasOp(a))
 }
 
 /// Input gradient of [`conv2d`] on its own (not differentiable): `dy` is the
-/// output gradient, `x_dims` the input shape. Falls back to candle's autograd
-/// off the CPU fast path.
+/// output gradient, `x_dims` the input shape. cuDNN's backward-data on CUDA
+/// (f32, bf16, f16); candle's autograd off the CPU and cuDNN paths.
 pub fn conv2d_grad_input(
     dy: &Tensor,
     w: &Tensor,
@@ -349,7 +451,7 @@ pub fn conv2d_grad_input(
         groups,
     };
     geometry("conv2d_grad_input", x_dims, w.dims(), a)?;
-    if !is_cpu_f32(&[dy, w]) {
+    if route(&[dy, w])? == Route::Reference {
         let x = candle_core::Var::zeros(x_dims, dy.dtype(), dy.device())?;
         let y = conv2d_reference(x.as_tensor(), &w.detach(), stride, padding, groups)?;
         let grads = (y * dy.detach())?.sum_all()?.backward()?;
@@ -367,7 +469,8 @@ pub fn conv2d_grad_input(
 }
 
 /// Weight gradient of [`conv2d`] on its own (not differentiable): `dy` is the
-/// output gradient, `w_dims` the kernel shape.
+/// output gradient, `w_dims` the kernel shape. cuDNN's backward-filter on CUDA
+/// (f32, bf16, f16); candle's autograd off the CPU and cuDNN paths.
 pub fn conv2d_grad_weight(
     x: &Tensor,
     dy: &Tensor,
@@ -382,7 +485,7 @@ pub fn conv2d_grad_weight(
         groups,
     };
     geometry("conv2d_grad_weight", x.dims(), w_dims, a)?;
-    if !is_cpu_f32(&[x, dy]) {
+    if route(&[x, dy])? == Route::Reference {
         let w = candle_core::Var::zeros(w_dims, x.dtype(), x.device())?;
         let y = conv2d_reference(&x.detach(), w.as_tensor(), stride, padding, groups)?;
         let grads = (y * dy.detach())?.sum_all()?.backward()?;

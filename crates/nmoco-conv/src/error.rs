@@ -59,6 +59,25 @@ pub enum ConvError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    /// A setting (environment variable) had a value that is not understood.
+    #[error("cuda conv setting {key}: cannot use value {value:?}")]
+    Setting { key: &'static str, value: String },
+    /// A tensor dimension or element count exceeds cuDNN's `int` range.
+    #[error("{op}: size {value} exceeds cuDNN's 32-bit range")]
+    TooLarge { op: &'static str, value: usize },
+    /// Input and kernel (or output gradient) dtypes differ, or cuDNN does not take the dtype.
+    #[error("{op}: unsupported dtypes {dtypes:?}")]
+    DType {
+        op: &'static str,
+        dtypes: Vec<candle_core::DType>,
+    },
+    /// A cuDNN call failed (`status` is cuDNN's status name), or no algorithm fits.
+    #[error("{op}: cuDNN {call} failed: {status}")]
+    Cudnn {
+        op: &'static str,
+        call: &'static str,
+        status: String,
+    },
 }
 
 impl From<ConvError> for candle_core::Error {

@@ -2,7 +2,8 @@
 //!
 //! candle 0.11's CPU `conv2d` unfolds whole images, runs its input gradient as a
 //! direct-loop transposed convolution and reduces batch statistics on one thread.
-//! This crate replaces those paths for contiguous-or-not `f32` tensors on the CPU:
+//! This crate replaces those paths for contiguous-or-not `f32` tensors on the CPU
+//! (and the convolutions on CUDA devices):
 //!
 //! - [`conv2d`] / [`conv2d_bias`]: tiled im2col (tiles of ~512 output pixels that
 //!   stay in L2, in a per-thread reusable scratch buffer) plus the `gemm` crate,
@@ -18,6 +19,12 @@
 //! - [`batch_norm_train`], [`batch_norm_eval`], [`channel_affine`]: fused,
 //!   multi-threaded statistics and scale-and-shift passes; [`fold_batch_norm`]
 //!   folds inference batch norm into a convolution's weights and bias.
+//!
+//! - On CUDA (feature `cuda`), [`conv2d`], [`conv2d_bias`], [`conv2d_grad_input`] and
+//!   [`conv2d_grad_weight`] run cuDNN's forward, backward-data and backward-filter
+//!   convolutions (f32, bf16, f16 with f32 accumulation; TF32 for f32 as configured by
+//!   [`CudaConvConfig`]), with descriptors and the algorithm choice cached per shape and a
+//!   reused workspace; `NMOCO_CUDA_CONV=candle` keeps candle's own path for diagnosis.
 //!
 //! Every op has a reference twin built from plain candle ops ([`conv2d_reference`],
 //! [`batch_norm_train_reference`], [`batch_norm_eval_reference`]) and falls back to
@@ -43,6 +50,9 @@
 
 mod bn;
 mod conv;
+mod cuda_config;
+#[cfg(feature = "cuda")]
+mod cudnn;
 mod error;
 mod kernels;
 mod util;
@@ -53,6 +63,10 @@ pub use bn::{
 };
 pub use conv::{
     conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, fold_batch_norm,
+};
+pub use cuda_config::{
+    AlgoSearch, CudaConvBackend, CudaConvConfig, CudnnStats, cuda_conv_config, cudnn_stats,
+    set_cuda_conv_config,
 };
 pub use error::ConvError;
 pub use kernels::{

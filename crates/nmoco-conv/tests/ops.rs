@@ -577,3 +577,51 @@ fn weight_gradient_is_bitwise_reproducible_across_thread_counts() -> Result<()> 
     assert_eq!(one, bn(5)?);
     Ok(())
 }
+
+#[test]
+fn untracked_input_gets_no_gradient() -> Result<()> {
+    // The network input is a plain tensor: only the kernel (and bias) get gradients, and they
+    // equal those of the run where the input is tracked too.
+    let x = spikes(&[2, 3, 9, 9], 201, 0.3)?;
+    let w = Var::from_tensor(&tensor(&[4, 3, 3, 3], 202)?)?;
+    let b = Var::from_tensor(&tensor(&[4], 203)?)?;
+    let g = tensor(&[2, 4, 9, 9], 204)?;
+    let grads = (conv2d_bias(&x, &w, &b, 1, 1, 1)? * &g)?
+        .sum_all()?
+        .backward()?;
+    assert!(grads.get(&x).is_none());
+    let xv = Var::from_tensor(&x)?;
+    let all = (conv2d_bias(&xv, &w, &b, 1, 1, 1)? * &g)?
+        .sum_all()?
+        .backward()?;
+    assert!(all.get(&xv).is_some());
+    for (what, v) in [("w", &w), ("b", &b)] {
+        let (Some(a), Some(r)) = (grads.get(v), all.get(v)) else {
+            panic!("{what}: missing gradient");
+        };
+        assert_close(what, a, r, 1e-6)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn kernel_is_cast_to_the_input_dtype() -> Result<()> {
+    // f32 master weights with half activations (f16 here: candle has no bf16 matmul on the CPU;
+    // the cast is dtype-generic): the output is f16, the kernel's gradient f32,
+    // both close to the f32 computation on the same (f16-rounded) input.
+    let x32 = tensor(&[2, 3, 7, 7], 211)?
+        .to_dtype(DType::F16)?
+        .to_dtype(DType::F32)?;
+    let w = Var::from_tensor(&tensor(&[4, 3, 3, 3], 212)?)?;
+    let g = tensor(&[2, 4, 7, 7], 213)?;
+    let y = conv2d(&x32.to_dtype(DType::F16)?, &w, 1, 1, 1)?;
+    assert_eq!(y.dtype(), DType::F16);
+    let gw = (y.to_dtype(DType::F32)? * &g)?.sum_all()?.backward()?;
+    let gw = gw.get(&w).expect("kernel gradient");
+    assert_eq!(gw.dtype(), DType::F32);
+    let w2 = Var::from_tensor(&w.as_tensor().to_dtype(DType::F16)?.to_dtype(DType::F32)?)?;
+    let y32 = conv2d(&x32, &w2, 1, 1, 1)?;
+    let gw32 = (&y32 * &g)?.sum_all()?.backward()?;
+    assert_close("y", &y.to_dtype(DType::F32)?, &y32, 2e-2)?;
+    assert_close("dw", gw, gw32.get(&w2).expect("kernel gradient"), 2e-2)
+}

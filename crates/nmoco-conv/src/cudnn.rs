@@ -1,0 +1,704 @@
+//! `cuda` feature only: cuDNN forward, backward-data and backward-filter convolutions behind the
+//! custom ops of `conv.rs`, through cudarc's cuDNN bindings (its `result` layer, with `sys` for
+//! the calls `result` lacks: exhaustive search, output-dimension check, bias add).
+//!
+//! State is per thread and per device (a cuDNN handle is not thread-safe): the handle bound to
+//! candle's stream of the device, one plan per [`PlanKey`] (tensor, filter and convolution
+//! descriptors; one convolution descriptor per direction, carrying the math mode of the
+//! algorithm chosen for it), the chosen algorithms (searched once per key and direction), and
+//! one workspace buffer that only grows. Inputs and outputs are NCHW-contiguous in the tensor's
+//! dtype (f32, bf16, f16); the maths accumulates in f32 (`CUDNN_DATA_FLOAT` compute type), with
+//! TF32 for f32 tensors when [`crate::CudaConvConfig::conv_tf32`] allows it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits,
+};
+use candle_core::cuda_backend::{CudaDType, WrapErr};
+use candle_core::{CudaStorage, DType, Layout, Result, Shape};
+use cudarc::cudnn::result::{self as cr, CudnnError};
+use cudarc::cudnn::sys as cs;
+
+use crate::cuda_config::{
+    AlgoSearch, Candidate, ConvDType, MathKind, PlanKey, STATS, choose, cuda_conv_config,
+    descriptor_math, grown_workspace, nchw_strides,
+};
+use crate::error::ConvError;
+use crate::kernels::ConvGeom;
+
+fn ck<T>(op: &'static str, call: &'static str, r: std::result::Result<T, CudnnError>) -> Result<T> {
+    r.map_err(|e| {
+        ConvError::Cudnn {
+            op,
+            call,
+            status: format!("{:?}", e.0),
+        }
+        .into()
+    })
+}
+
+fn cudnn_dtype(d: ConvDType) -> cs::cudnnDataType_t {
+    match d {
+        ConvDType::F32 => cs::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        ConvDType::Bf16 => cs::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+        ConvDType::F16 => cs::cudnnDataType_t::CUDNN_DATA_HALF,
+    }
+}
+
+fn to_math(m: MathKind) -> cs::cudnnMathType_t {
+    match m {
+        MathKind::Default => cs::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        MathKind::TensorOp => cs::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+        MathKind::TensorOpAllowConversion => {
+            cs::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION
+        }
+        MathKind::Fma => cs::cudnnMathType_t::CUDNN_FMA_MATH,
+    }
+}
+
+fn from_math(m: cs::cudnnMathType_t) -> MathKind {
+    match m {
+        cs::cudnnMathType_t::CUDNN_DEFAULT_MATH => MathKind::Default,
+        cs::cudnnMathType_t::CUDNN_TENSOR_OP_MATH => MathKind::TensorOp,
+        cs::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION => {
+            MathKind::TensorOpAllowConversion
+        }
+        cs::cudnnMathType_t::CUDNN_FMA_MATH => MathKind::Fma,
+    }
+}
+
+struct Handle(cs::cudnnHandle_t);
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_handle`, destroyed once.
+        let _ = unsafe { cr::destroy_handle(self.0) };
+    }
+}
+
+struct TensorDesc(cs::cudnnTensorDescriptor_t);
+impl Drop for TensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_tensor_descriptor`, destroyed once.
+        let _ = unsafe { cr::destroy_tensor_descriptor(self.0) };
+    }
+}
+
+struct FilterDesc(cs::cudnnFilterDescriptor_t);
+impl Drop for FilterDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_filter_descriptor`, destroyed once.
+        let _ = unsafe { cr::destroy_filter_descriptor(self.0) };
+    }
+}
+
+struct ConvDesc(cs::cudnnConvolutionDescriptor_t);
+impl Drop for ConvDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `create_convolution_descriptor`, destroyed once.
+        let _ = unsafe { cr::destroy_convolution_descriptor(self.0) };
+    }
+}
+
+fn tensor_desc(op: &'static str, dt: ConvDType, dims: [i32; 4]) -> Result<TensorDesc> {
+    let d = TensorDesc(ck(
+        op,
+        "cudnnCreateTensorDescriptor",
+        cr::create_tensor_descriptor(),
+    )?);
+    // SAFETY: live descriptor; dims and strides describe a dense NCHW tensor.
+    ck(op, "cudnnSetTensor4dDescriptorEx", unsafe {
+        cr::set_tensor4d_descriptor_ex(d.0, cudnn_dtype(dt), dims, nchw_strides(dims))
+    })?;
+    Ok(d)
+}
+
+fn conv_desc(op: &'static str, k: &PlanKey, math: MathKind) -> Result<ConvDesc> {
+    let d = ConvDesc(ck(
+        op,
+        "cudnnCreateConvolutionDescriptor",
+        cr::create_convolution_descriptor(),
+    )?);
+    // SAFETY: live descriptor; plain values.
+    unsafe {
+        ck(
+            op,
+            "cudnnSetConvolution2dDescriptor",
+            cr::set_convolution2d_descriptor(
+                d.0,
+                k.pad,
+                k.pad,
+                k.stride,
+                k.stride,
+                1,
+                1,
+                cs::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                cs::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            ),
+        )?;
+        ck(
+            op,
+            "cudnnSetConvolutionGroupCount",
+            cr::set_convolution_group_count(d.0, k.groups),
+        )?;
+        ck(
+            op,
+            "cudnnSetConvolutionMathType",
+            cr::set_convolution_math_type(d.0, to_math(math)),
+        )?;
+    }
+    Ok(d)
+}
+
+/// An algorithm chosen for one direction, with its convolution descriptor (set to the
+/// algorithm's math mode) and exact workspace size.
+struct Chosen<A> {
+    conv: ConvDesc,
+    algo: A,
+    workspace: usize,
+}
+
+/// Descriptors of one [`PlanKey`] and the algorithms chosen so far.
+struct Plan {
+    x: TensorDesc,
+    w: FilterDesc,
+    y: TensorDesc,
+    /// `[1, C_out, 1, 1]`, for the bias add of `conv2d_bias`.
+    bias: TensorDesc,
+    fwd: Option<Chosen<cs::cudnnConvolutionFwdAlgo_t>>,
+    bwd_data: Option<Chosen<cs::cudnnConvolutionBwdDataAlgo_t>>,
+    bwd_filter: Option<Chosen<cs::cudnnConvolutionBwdFilterAlgo_t>>,
+}
+
+impl Plan {
+    fn new(op: &'static str, k: &PlanKey) -> Result<Self> {
+        let x = tensor_desc(op, k.dtype, k.x)?;
+        let y = tensor_desc(op, k.dtype, k.y)?;
+        let bias = tensor_desc(op, k.dtype, [1, k.y[1], 1, 1])?;
+        let w = FilterDesc(ck(
+            op,
+            "cudnnCreateFilterDescriptor",
+            cr::create_filter_descriptor(),
+        )?);
+        // SAFETY: live descriptor; plain values.
+        ck(op, "cudnnSetFilter4dDescriptor", unsafe {
+            cr::set_filter4d_descriptor(
+                w.0,
+                cudnn_dtype(k.dtype),
+                cs::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                k.w,
+            )
+        })?;
+        // cuDNN's output shape must be ours (it is: same formula); checked once per plan.
+        let conv = conv_desc(op, k, MathKind::Default)?;
+        let mut o = [0i32; 4];
+        // SAFETY: live descriptors; four valid out-pointers.
+        let st = unsafe {
+            cs::cudnnGetConvolution2dForwardOutputDim(
+                conv.0, x.0, w.0, &mut o[0], &mut o[1], &mut o[2], &mut o[3],
+            )
+        };
+        ck(op, "cudnnGetConvolution2dForwardOutputDim", st.result())?;
+        if o != k.y {
+            Err(ConvError::GradShape {
+                op,
+                expected: k.y.iter().map(|&v| v as usize).collect(),
+                got: o.iter().map(|&v| v as usize).collect(),
+            })?
+        }
+        STATS.plans.fetch_add(1, Ordering::Relaxed);
+        Ok(Self {
+            x,
+            w,
+            y,
+            bias,
+            fwd: None,
+            bwd_data: None,
+            bwd_filter: None,
+        })
+    }
+}
+
+/// Requested number of ranked candidates (more than any direction has algorithms).
+const MAX_ALGOS: usize = 16;
+
+macro_rules! choose_algo {
+    ($op:expr, $key:expr, $handle:expr, $perf:ty, $heur:expr, $find:expr, $ws:expr) => {{
+        let cfg = cuda_conv_config()?;
+        let k: &PlanKey = $key;
+        let conv = conv_desc($op, k, descriptor_math(k.dtype, k.tf32))?;
+        // SAFETY: the perf structs are plain data whose all-zero pattern is valid (every enum
+        // has a 0 variant).
+        let mut perfs: [$perf; MAX_ALGOS] = [unsafe { std::mem::zeroed() }; MAX_ALGOS];
+        let mut n = 0i32;
+        let p = perfs.as_mut_ptr();
+        STATS.searches.fetch_add(1, Ordering::Relaxed);
+        match cfg.search {
+            AlgoSearch::Heuristic => ck(
+                $op,
+                "cudnnGetConvolution*Algorithm_v7",
+                $heur($handle, conv.0, MAX_ALGOS as i32, &mut n, p),
+            )?,
+            AlgoSearch::Exhaustive => ck(
+                $op,
+                "cudnnFindConvolution*Algorithm",
+                $find($handle, conv.0, MAX_ALGOS as i32, &mut n, p).result(),
+            )?,
+        }
+        let perfs = &perfs[..(n.max(0) as usize).min(MAX_ALGOS)];
+        let cands: Vec<Candidate> = perfs
+            .iter()
+            .map(|p| Candidate {
+                ok: p.status == cs::cudnnStatus_t::CUDNN_STATUS_SUCCESS,
+                memory: p.memory,
+                math: from_math(p.mathType),
+            })
+            .collect();
+        let Some(i) = choose(&cands, k.dtype, k.tf32, cfg.workspace_limit) else {
+            return Err(ConvError::Cudnn {
+                op: $op,
+                call: "algorithm choice",
+                status: format!(
+                    "none of {n} candidates succeeds within the {} MiB workspace limit",
+                    cfg.workspace_limit >> 20
+                ),
+            }
+            .into());
+        };
+        // SAFETY: live descriptor.
+        ck($op, "cudnnSetConvolutionMathType", unsafe {
+            cr::set_convolution_math_type(conv.0, perfs[i].mathType)
+        })?;
+        let algo = perfs[i].algo;
+        let workspace = ck($op, "cudnnGetConvolution*WorkspaceSize", $ws($handle, conv.0, algo))?;
+        tracing::debug!(op = $op, key = ?k, algo = ?algo, math = ?perfs[i].mathType, workspace, "cuDNN algorithm chosen");
+        Chosen {
+            conv,
+            algo,
+            workspace,
+        }
+    }};
+}
+
+/// Per-thread, per-device cuDNN state.
+struct DevState {
+    // Field order = drop order: plans (descriptors) before the handle.
+    plans: HashMap<PlanKey, Plan>,
+    workspace: Option<CudaSlice<u8>>,
+    handle: Handle,
+    stream: Arc<CudaStream>,
+}
+
+impl DevState {
+    fn new(op: &'static str, stream: Arc<CudaStream>) -> Result<Self> {
+        stream.context().bind_to_thread().w()?;
+        let handle = Handle(ck(op, "cudnnCreate", cr::create_handle())?);
+        // SAFETY: live handle; candle's stream outlives it (held in `self.stream`).
+        ck(op, "cudnnSetStream", unsafe {
+            cr::set_stream(handle.0, stream.cu_stream() as *mut _)
+        })?;
+        tracing::debug!(version = cr::get_version(), "cuDNN handle created");
+        Ok(Self {
+            plans: HashMap::new(),
+            workspace: None,
+            handle,
+            stream,
+        })
+    }
+
+    /// The plan of `key` (created on first use).
+    fn plan(&mut self, op: &'static str, key: &PlanKey) -> Result<&mut Plan> {
+        if !self.plans.contains_key(key) {
+            let p = Plan::new(op, key)?;
+            self.plans.insert(*key, p);
+        }
+        self.plans.get_mut(key).ok_or_else(|| {
+            candle_core::Error::Msg(format!("{op}: cuDNN plan missing after insert"))
+        })
+    }
+}
+
+/// Makes the workspace at least `need` bytes.
+fn ensure_workspace(
+    ws: &mut Option<CudaSlice<u8>>,
+    stream: &Arc<CudaStream>,
+    need: usize,
+) -> Result<()> {
+    let cur = ws.as_ref().map_or(0, |w| w.len());
+    if need > cur {
+        let new = grown_workspace(cur, need);
+        *ws = None;
+        // SAFETY: scratch memory, written by cuDNN before it is read.
+        *ws = Some(unsafe { stream.alloc::<u8>(new) }.w()?);
+        STATS.workspace_bytes.store(new, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+thread_local! {
+    static STATE: RefCell<HashMap<candle_core::cuda_backend::DeviceId, DevState>> =
+        RefCell::new(HashMap::new());
+}
+
+fn with_state<R>(
+    op: &'static str,
+    dev: &candle_core::CudaDevice,
+    f: impl FnOnce(&mut DevState) -> Result<R>,
+) -> Result<R> {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.contains_key(&dev.id()) {
+            let st = DevState::new(op, dev.cuda_stream())?;
+            s.insert(dev.id(), st);
+        }
+        let st = s
+            .get_mut(&dev.id())
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: cuDNN state missing")))?;
+        st.stream.context().bind_to_thread().w()?;
+        f(st)
+    })
+}
+
+fn conv_dtype(op: &'static str, ds: &[DType]) -> Result<ConvDType> {
+    match ConvDType::of(ds[0]) {
+        Some(d) if ds.iter().all(|&x| x == ds[0]) => Ok(d),
+        _ => Err(ConvError::DType {
+            op,
+            dtypes: ds.to_vec(),
+        }
+        .into()),
+    }
+}
+
+fn offsets(op: &'static str, what: &'static str, l: &Layout) -> Result<(usize, usize)> {
+    l.contiguous_offsets()
+        .ok_or_else(|| ConvError::Storage { op, what }.into())
+}
+
+const ONE: f32 = 1.0;
+const ZERO: f32 = 0.0;
+
+fn scal(v: &f32) -> *const c_void {
+    (v as *const f32).cast()
+}
+
+/// Which convolution to run.
+#[derive(Clone, Copy)]
+enum Dir {
+    /// `(x, w[, b]) -> y`.
+    Forward { bias: bool },
+    /// `(dy, w) -> dx`.
+    BackwardData,
+    /// `(x, dy) -> dw`.
+    BackwardFilter,
+}
+
+/// Runs one direction: `a`, `b` (and `c`, the bias) are the op's inputs in the order of [`Dir`].
+fn run(
+    op: &'static str,
+    g: &ConvGeom,
+    dir: Dir,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    c: Option<(&CudaStorage, &Layout)>,
+) -> Result<(CudaStorage, Shape)> {
+    let mut dts = vec![a.0.dtype(), b.0.dtype()];
+    dts.extend(c.map(|c| c.0.dtype()));
+    let dt = conv_dtype(op, &dts)?;
+    let cfg = cuda_conv_config()?;
+    let key = PlanKey::new(op, g, dt, cfg.conv_tf32)?;
+    let (out_len, shape) = match dir {
+        Dir::Forward { .. } => (g.y_len(), Shape::from((g.n, g.c_out, g.oh, g.ow))),
+        Dir::BackwardData => (g.x_len(), Shape::from((g.n, g.c_in, g.h, g.w))),
+        Dir::BackwardFilter => {
+            let len = g.c_out * (g.c_in / g.groups) * g.kh * g.kw;
+            (len, Shape::from((g.c_out, g.c_in / g.groups, g.kh, g.kw)))
+        }
+    };
+    let storage = match dt {
+        ConvDType::F32 => run_t::<f32>(op, &key, dir, out_len, a, b, c)?,
+        ConvDType::Bf16 => run_t::<half::bf16>(op, &key, dir, out_len, a, b, c)?,
+        ConvDType::F16 => run_t::<half::f16>(op, &key, dir, out_len, a, b, c)?,
+    };
+    Ok((storage, shape))
+}
+
+fn run_t<T: CudaDType + DeviceRepr + ValidAsZeroBits>(
+    op: &'static str,
+    key: &PlanKey,
+    dir: Dir,
+    out_len: usize,
+    a: (&CudaStorage, &Layout),
+    b: (&CudaStorage, &Layout),
+    c: Option<(&CudaStorage, &Layout)>,
+) -> Result<CudaStorage> {
+    let dev = a.0.device().clone();
+    let (a0, a1) = offsets(op, "first input", a.1)?;
+    let (b0, b1) = offsets(op, "second input", b.1)?;
+    let av = T::as_cuda_slice(a.0)?.slice(a0..a1);
+    let bv = T::as_cuda_slice(b.0)?.slice(b0..b1);
+    let empty = key.x.contains(&0) || key.y.contains(&0) || key.w.contains(&0);
+    if empty {
+        // Nothing to convolve (an empty batch or channel count): the result is zeros.
+        return Ok(T::wrap_cuda_slice(
+            dev.alloc_zeros::<T>(out_len.max(1))?,
+            dev,
+        ));
+    }
+    // SAFETY: every element is written by cuDNN (beta = 0) before it is read.
+    let mut out = unsafe { dev.alloc::<T>(out_len)? };
+    with_state(op, &dev, |st| {
+        let handle = st.handle.0;
+        let stream = st.stream.clone();
+        let plan = st.plan(op, key)?;
+        let (xd, wd, yd) = (plan.x.0, plan.w.0, plan.y.0);
+        let (conv, need) = match dir {
+            Dir::Forward { .. } => {
+                if plan.fwd.is_none() {
+                    // SAFETY (closures): live handle and descriptors of this plan; out-pointers
+                    // valid for MAX_ALGOS entries.
+                    plan.fwd = Some(choose_algo!(
+                        op,
+                        key,
+                        handle,
+                        cs::cudnnConvolutionFwdAlgoPerf_t,
+                        |h, cv, r, n, p| unsafe {
+                            cr::get_convolution_forward_algorithm(h, xd, wd, cv, yd, r, n, p)
+                        },
+                        |h, cv, r, n, p| unsafe {
+                            cs::cudnnFindConvolutionForwardAlgorithm(h, xd, wd, cv, yd, r, n, p)
+                        },
+                        |h, cv, al| unsafe {
+                            cr::get_convolution_forward_workspace_size(h, xd, wd, cv, yd, al)
+                        }
+                    ));
+                }
+                let ch = plan.fwd.as_ref().map(|c| (c.conv.0, c.workspace));
+                ch.ok_or_else(|| candle_core::Error::Msg(format!("{op}: no forward algorithm")))?
+            }
+            Dir::BackwardData => {
+                if plan.bwd_data.is_none() {
+                    plan.bwd_data = Some(choose_algo!(
+                        op,
+                        key,
+                        handle,
+                        cs::cudnnConvolutionBwdDataAlgoPerf_t,
+                        |h, cv, r, n, p| unsafe {
+                            cr::get_convolution_backward_data_algorithm(h, wd, yd, cv, xd, r, n, p)
+                        },
+                        |h, cv, r, n, p| unsafe {
+                            cs::cudnnFindConvolutionBackwardDataAlgorithm(
+                                h, wd, yd, cv, xd, r, n, p,
+                            )
+                        },
+                        |h, cv, al| unsafe {
+                            cr::get_convolution_backward_data_workspace_size(h, wd, yd, cv, xd, al)
+                        }
+                    ));
+                }
+                let ch = plan.bwd_data.as_ref().map(|c| (c.conv.0, c.workspace));
+                ch.ok_or_else(|| {
+                    candle_core::Error::Msg(format!("{op}: no backward-data algorithm"))
+                })?
+            }
+            Dir::BackwardFilter => {
+                if plan.bwd_filter.is_none() {
+                    plan.bwd_filter = Some(choose_algo!(
+                        op,
+                        key,
+                        handle,
+                        cs::cudnnConvolutionBwdFilterAlgoPerf_t,
+                        |h, cv, r, n, p| unsafe {
+                            cr::get_convolution_backward_filter_algorithm(
+                                h, xd, yd, cv, wd, r, n, p,
+                            )
+                        },
+                        |h, cv, r, n, p| unsafe {
+                            cs::cudnnFindConvolutionBackwardFilterAlgorithm(
+                                h, xd, yd, cv, wd, r, n, p,
+                            )
+                        },
+                        |h, cv, al| unsafe {
+                            cr::get_convolution_backward_filter_workspace_size(
+                                h, xd, yd, cv, wd, al,
+                            )
+                        }
+                    ));
+                }
+                let ch = plan.bwd_filter.as_ref().map(|c| (c.conv.0, c.workspace));
+                ch.ok_or_else(|| {
+                    candle_core::Error::Msg(format!("{op}: no backward-filter algorithm"))
+                })?
+            }
+        };
+        let bias_d = plan.bias.0;
+        ensure_workspace(&mut st.workspace, &stream, need)?;
+        let (ws_ptr, _ws_guard) = match (need, st.workspace.as_mut()) {
+            (0, _) | (_, None) => (std::ptr::null_mut(), None),
+            (_, Some(w)) => {
+                let (p, g) = w.device_ptr_mut(&stream);
+                (p as *mut c_void, Some(g))
+            }
+        };
+        let (ap, _ga) = av.device_ptr(&stream);
+        let (bp, _gb) = bv.device_ptr(&stream);
+        let (op_ptr, _go) = out.device_ptr_mut(&stream);
+        let (ap, bp, outp) = (
+            ap as *const c_void,
+            bp as *const c_void,
+            op_ptr as *mut c_void,
+        );
+        let algo_of = |p: &Plan| {
+            (
+                p.fwd.as_ref().map(|c| c.algo),
+                p.bwd_data.as_ref().map(|c| c.algo),
+                p.bwd_filter.as_ref().map(|c| c.algo),
+            )
+        };
+        let plan = st
+            .plans
+            .get(key)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: cuDNN plan missing")))?;
+        let (fa, da, fla) = algo_of(plan);
+        // SAFETY: live handle and descriptors matching the buffers' dtype and dense NCHW shapes
+        // (checked by `geometry` and the plan key); the workspace holds at least `need` bytes.
+        unsafe {
+            match dir {
+                Dir::Forward { bias } => {
+                    let algo = fa.ok_or_else(|| {
+                        candle_core::Error::Msg(format!("{op}: no forward algorithm"))
+                    })?;
+                    ck(
+                        op,
+                        "cudnnConvolutionForward",
+                        cr::convolution_forward(
+                            handle,
+                            scal(&ONE),
+                            xd,
+                            ap,
+                            wd,
+                            bp,
+                            conv,
+                            algo,
+                            ws_ptr,
+                            need,
+                            scal(&ZERO),
+                            yd,
+                            outp,
+                        ),
+                    )?;
+                    if bias {
+                        let (c, cl) = c.ok_or_else(|| {
+                            candle_core::Error::Msg(format!("{op}: bias missing"))
+                        })?;
+                        let (c0, c1) = offsets(op, "bias", cl)?;
+                        let cv = T::as_cuda_slice(c)?.slice(c0..c1);
+                        let (cp, _gc) = cv.device_ptr(&stream);
+                        ck(
+                            op,
+                            "cudnnAddTensor",
+                            cs::cudnnAddTensor(
+                                handle,
+                                scal(&ONE),
+                                bias_d,
+                                cp as *const c_void,
+                                scal(&ONE),
+                                yd,
+                                outp,
+                            )
+                            .result(),
+                        )?;
+                    }
+                }
+                Dir::BackwardData => {
+                    let algo = da.ok_or_else(|| {
+                        candle_core::Error::Msg(format!("{op}: no backward-data algorithm"))
+                    })?;
+                    // a = dy, b = w
+                    ck(
+                        op,
+                        "cudnnConvolutionBackwardData",
+                        cr::convolution_backward_data(
+                            handle,
+                            scal(&ONE),
+                            wd,
+                            bp,
+                            yd,
+                            ap,
+                            conv,
+                            algo,
+                            ws_ptr,
+                            need,
+                            scal(&ZERO),
+                            xd,
+                            outp,
+                        ),
+                    )?;
+                }
+                Dir::BackwardFilter => {
+                    let algo = fla.ok_or_else(|| {
+                        candle_core::Error::Msg(format!("{op}: no backward-filter algorithm"))
+                    })?;
+                    // a = x, b = dy
+                    ck(
+                        op,
+                        "cudnnConvolutionBackwardFilter",
+                        cr::convolution_backward_filter(
+                            handle,
+                            scal(&ONE),
+                            xd,
+                            ap,
+                            yd,
+                            bp,
+                            conv,
+                            algo,
+                            ws_ptr,
+                            need,
+                            scal(&ZERO),
+                            wd,
+                            outp,
+                        ),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(T::wrap_cuda_slice(out, dev))
+}
+
+/// cuDNN forward `(x, w[, b]) -> y`.
+pub(crate) fn forward(
+    op: &'static str,
+    g: &ConvGeom,
+    x: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+    b: Option<(&CudaStorage, &Layout)>,
+) -> Result<(CudaStorage, Shape)> {
+    run(op, g, Dir::Forward { bias: b.is_some() }, x, w, b)
+}
+
+/// cuDNN backward-data `(dy, w) -> dx`.
+pub(crate) fn backward_data(
+    op: &'static str,
+    g: &ConvGeom,
+    dy: (&CudaStorage, &Layout),
+    w: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    run(op, g, Dir::BackwardData, dy, w, None)
+}
+
+/// cuDNN backward-filter `(x, dy) -> dw`.
+pub(crate) fn backward_filter(
+    op: &'static str,
+    g: &ConvGeom,
+    x: (&CudaStorage, &Layout),
+    dy: (&CudaStorage, &Layout),
+) -> Result<(CudaStorage, Shape)> {
+    run(op, g, Dir::BackwardFilter, x, dy, None)
+}
