@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -313,12 +314,9 @@ impl DevState {
 
     /// The plan of `key` (created on first use).
     fn plan(&mut self, op: &'static str, key: &PlanKey) -> Result<&mut Plan> {
-        if !self.plans.contains_key(key) {
-            let p = Plan::new(op, key)?;
-            self.plans.insert(*key, p);
-        }
-        self.plans.get_mut(key).ok_or_else(|| {
-            candle_core::Error::Msg(format!("{op}: cuDNN plan missing after insert"))
+        Ok(match self.plans.entry(*key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(Plan::new(op, key)?),
         })
     }
 }
@@ -352,13 +350,10 @@ fn with_state<R>(
 ) -> Result<R> {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
-        if !s.contains_key(&dev.id()) {
-            let st = DevState::new(op, dev.cuda_stream())?;
-            s.insert(dev.id(), st);
-        }
-        let st = s
-            .get_mut(&dev.id())
-            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: cuDNN state missing")))?;
+        let st = match s.entry(dev.id()) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(DevState::new(op, dev.cuda_stream())?),
+        };
         st.stream.context().bind_to_thread().w()?;
         f(st)
     })
