@@ -154,7 +154,7 @@ fn setup(cfg: &PretrainConfig, dev: &Device) -> Res<Setup> {
     let params = trainable.iter().map(|(_, v)| v.elem_count()).sum();
     let opt = Optimizer::new(trainable, cfg.optim_params());
     let queue = Queue::random(cfg.moco.k, ho, cfg.run.seed).to_device(dev)?;
-    nmoco_train::trainer::set_tf32(dev, cfg.run.tf32);
+    nmoco_train::trainer::set_tf32(dev, cfg.run.tf32)?;
     Ok(Setup {
         pair,
         opt,

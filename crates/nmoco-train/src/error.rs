@@ -75,6 +75,9 @@ pub enum Error {
     /// The model layer failed.
     #[error("model error")]
     Model(#[from] nmoco_models::ModelError),
+    /// The CUDA convolution settings (environment overrides) were rejected.
+    #[error(transparent)]
+    Conv(#[from] nmoco_conv::ConvError),
     /// Writing the curves image failed.
     #[error("cannot draw the curves")]
     Plot(#[from] nmoco_viz::Error),

@@ -58,14 +58,19 @@ pub struct StepReport {
     pub samples_per_s: f64,
 }
 
-/// Lets f32 matmuls (and the convolutions that go through them) on CUDA use TF32 tensor cores,
-/// or not. The switch is candle's process-wide cuBLAS setting; nothing changes on the CPU.
-pub fn set_tf32(device: &Device, enabled: bool) {
+/// Lets f32 convolutions (cuDNN) and matmuls (cuBLAS) on CUDA use TF32 tensor cores, or not.
+/// Both are process-wide settings; nothing changes on the CPU.
+pub fn set_tf32(device: &Device, enabled: bool) -> Result<()> {
     if device.is_cuda() {
-        #[cfg(feature = "cuda")]
-        candle_core::cuda_backend::set_gemm_reduced_precision_f32(enabled);
-        tracing::info!(tf32 = enabled, "f32 matmuls on CUDA");
+        // One switch for both: cuDNN convolutions and cuBLAS matmuls of f32 tensors. The rest of
+        // the convolution settings (backend, search, workspace) keep their environment values.
+        let mut c = nmoco_conv::cuda_conv_config()?;
+        c.conv_tf32 = enabled;
+        c.matmul_tf32 = enabled;
+        nmoco_conv::set_cuda_conv_config(c);
+        tracing::info!(tf32 = enabled, "f32 convolutions and matmuls on CUDA");
     }
+    Ok(())
 }
 
 static DEFER_LOSSES: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
@@ -515,7 +520,7 @@ pub fn pretrain_from(
         crate::momentum::copy_vars(&pair.key_vars, &pair.master_vars)?;
         tracing::info!(path = %path.display(), "backbone initialised from a PyTorch state dict");
     }
-    set_tf32(device, cfg.run.tf32);
+    set_tf32(device, cfg.run.tf32)?;
     let trainable = pair.trainable();
     let trainable_params: usize = trainable.iter().map(|(_, v)| v.elem_count()).sum();
     let mut optimizer = Optimizer::new(trainable, cfg.optim_params());
