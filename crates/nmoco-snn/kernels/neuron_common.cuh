@@ -9,44 +9,14 @@
 //   NMOCO_SG      0 = atan, 1 = sigmoid, 2 = piecewise quadratic, 3 = rectangle
 //   NMOCO_TSTATIC 0 = T is a kernel argument; 1..=16 = T fixed at compile time (the backward
 //                 keeps the membrane trace in registers)
-// NVRTC sees no file system: src/kernels.rs prepends this file to the kernel source, and no
-// CUDA header is included (f16/bf16 conversions use PTX cvt instructions).
+// NVRTC sees no file system: src/kernels.rs prepends kernels/dtype.cuh (elem_t, nmoco_ld,
+// nmoco_st) and this file to the kernel source, and no CUDA header is included.
 
 #ifndef NMOCO_TSTATIC
 #define NMOCO_TSTATIC 0
 #endif
 #if NMOCO_TSTATIC < 0 || NMOCO_TSTATIC > 32
 #error "NMOCO_TSTATIC must be 0..32"
-#endif
-
-#if NMOCO_DTYPE == 0
-typedef float elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) { return v; }
-__device__ __forceinline__ elem_t nmoco_st(float v) { return v; }
-#elif NMOCO_DTYPE == 1
-typedef unsigned short elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
-  return f;
-}
-__device__ __forceinline__ elem_t nmoco_st(float v) {
-  elem_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return h;
-}
-#elif NMOCO_DTYPE == 2
-typedef unsigned short elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) {
-  return __uint_as_float(((unsigned int)v) << 16);
-}
-__device__ __forceinline__ elem_t nmoco_st(float v) {
-  elem_t h;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return h;
-}
-#else
-#error "NMOCO_DTYPE must be 0, 1 or 2"
 #endif
 
 __device__ __forceinline__ float nmoco_charge(float v, float x, float k, float vr) {

@@ -7,37 +7,9 @@
 // float of the storage type, exact in every one), so that candle hands the argmax to the
 // backward as part of the op's result. The backward gathers, for each input element, the
 // gradients of the (at most four) windows whose argmax it is, in a fixed order: deterministic,
-// no atomics. NVRTC sees no file system: no header is included.
+// no atomics. NVRTC sees no file system: src/kernels.rs prepends kernels/dtype.cuh (elem_t,
+// nmoco_ld, nmoco_st).
 
-#if NMOCO_DTYPE == 0
-typedef float elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) { return v; }
-__device__ __forceinline__ elem_t nmoco_st(float v) { return v; }
-#elif NMOCO_DTYPE == 1
-typedef unsigned short elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v));
-  return f;
-}
-__device__ __forceinline__ elem_t nmoco_st(float v) {
-  elem_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return h;
-}
-#elif NMOCO_DTYPE == 2
-typedef unsigned short elem_t;
-__device__ __forceinline__ float nmoco_ld(elem_t v) {
-  return __uint_as_float(((unsigned int)v) << 16);
-}
-__device__ __forceinline__ elem_t nmoco_st(float v) {
-  elem_t h;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
-  return h;
-}
-#else
-#error "NMOCO_DTYPE must be 0, 1 or 2"
-#endif
 
 // One thread per output element.
 extern "C" __global__ void nmoco_maxpool_fwd(const elem_t* __restrict__ x, elem_t* __restrict__ out,

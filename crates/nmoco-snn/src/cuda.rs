@@ -18,7 +18,7 @@ use crate::config::Params;
 use crate::error::SnnError;
 use crate::kernels::{
     KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KERNEL_POOL_BWD, KERNEL_POOL_FWD, KernelDtype,
-    POOL_SRC, Variant, pool_module_name, pool_options,
+    Variant, pool_module_name, pool_options, pool_source,
 };
 use crate::nvrtc::Nvrtc;
 use crate::ops::t_n;
@@ -401,8 +401,11 @@ fn load_pool(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunc
             Some(p) => p.clone(),
             None => {
                 tracing::debug!(module = %module, "nvrtc: compiling max-pool kernels");
-                let ptx =
-                    Nvrtc::global()?.compile_ptx(POOL_SRC, &module, &pool_options(kd, arch))?;
+                let ptx = Nvrtc::global()?.compile_ptx(
+                    &pool_source(),
+                    &module,
+                    &pool_options(kd, arch),
+                )?;
                 let ptx = Arc::new(ptx);
                 cache.insert((kd, arch), ptx.clone());
                 ptx

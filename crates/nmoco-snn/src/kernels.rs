@@ -25,7 +25,9 @@ pub fn static_t_enabled() -> bool {
     STATIC_T.load(Ordering::Relaxed)
 }
 
-/// Shared device code: loads/stores, charge, reset, surrogates.
+/// The element type and its f32 loads/stores, prepended to every kernel source.
+pub const DTYPE_SRC: &str = include_str!("../kernels/dtype.cuh");
+/// Shared neuron device code: charge, reset, surrogates.
 pub const COMMON_SRC: &str = include_str!("../kernels/neuron_common.cuh");
 /// The IF/LIF/PLIF kernels.
 pub const LIF_SRC: &str = include_str!("../kernels/lif.cu");
@@ -36,8 +38,13 @@ pub const KERNEL_PLIF_FINISH: &str = "nmoco_plif_finish";
 /// Every `extern "C" __global__` entry point of [`LIF_SRC`].
 pub const KERNELS: [&str; 3] = [KERNEL_FWD, KERNEL_BWD, KERNEL_PLIF_FINISH];
 
-/// The max-pool 3×3/2 kernels with a saved argmax (self-contained: no common header).
+/// The max-pool 3×3/2 kernels with a saved argmax (compiled after [`DTYPE_SRC`]: [`pool_source`]).
 pub const POOL_SRC: &str = include_str!("../kernels/pool.cu");
+
+/// The full max-pool source handed to NVRTC.
+pub fn pool_source() -> String {
+    format!("{DTYPE_SRC}\n{POOL_SRC}")
+}
 pub const KERNEL_POOL_FWD: &str = "nmoco_maxpool_fwd";
 pub const KERNEL_POOL_BWD: &str = "nmoco_maxpool_bwd";
 /// Every `extern "C" __global__` entry point of [`POOL_SRC`].
@@ -201,6 +208,6 @@ impl Variant {
 
     /// The full source handed to NVRTC (NVRTC sees no file system, so the header is prepended).
     pub fn source(&self) -> String {
-        format!("{COMMON_SRC}\n{LIF_SRC}")
+        format!("{DTYPE_SRC}\n{COMMON_SRC}\n{LIF_SRC}")
     }
 }

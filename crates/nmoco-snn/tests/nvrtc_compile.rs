@@ -209,7 +209,9 @@ fn a_broken_kernel_is_reported() {
 /// entry point the Rust side names.
 #[test]
 fn every_pool_variant_compiles() {
-    use nmoco_snn::kernels::{KernelDtype, POOL_KERNELS, POOL_SRC, pool_module_name, pool_options};
+    use nmoco_snn::kernels::{
+        KernelDtype, POOL_KERNELS, POOL_SRC, pool_module_name, pool_options, pool_source,
+    };
     let nvrtc = match Nvrtc::load() {
         Ok(n) => n,
         Err(e) => {
@@ -232,7 +234,7 @@ fn every_pool_variant_compiles() {
         for arch in ARCHS {
             let name = pool_module_name(dtype);
             let ptx = nvrtc
-                .compile_ptx(POOL_SRC, &name, &pool_options(dtype, arch))
+                .compile_ptx(&pool_source(), &name, &pool_options(dtype, arch))
                 .unwrap_or_else(|e| panic!("{name} sm_{arch}: {e}"));
             for k in POOL_KERNELS {
                 assert!(
