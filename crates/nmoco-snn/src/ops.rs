@@ -29,7 +29,7 @@ pub(crate) fn t_n(shape: &Shape) -> (usize, usize) {
     (t, n)
 }
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
+pub(crate) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(v) => v.as_slice(),
         other => {

@@ -9,11 +9,11 @@
 //! (deterministic, no atomics). CPU: f32; CUDA (`kernels/pool.cu`): f32, f16, bf16; other
 //! dtypes use the reference twin [`max_pool_3x3_s2_ref`], built from plain candle ops.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::SnnError;
+use crate::ops::cpu_f32;
 
 /// Output size of the pool along a dimension of size `n`.
 fn out_len(n: usize) -> usize {
@@ -29,21 +29,6 @@ fn dims(l: &Layout, op: &'static str) -> Result<(usize, usize, usize)> {
             shape: d.to_vec(),
         }
         .into()),
-    }
-}
-
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &'static str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        return Err(SnnError::Dtype {
-            op,
-            dtype: s.dtype(),
-            device: "cpu",
-        }
-        .into());
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }
 
@@ -107,7 +92,7 @@ impl CustomOp1 for PoolFwd {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
         let (p, h, w) = dims(l, op)?;
-        let x = cpu_slice(s, l, op)?;
+        let x = cpu_f32(s, l, op)?;
         let (ho, wo) = (out_len(h), out_len(w));
         let plane_out = ho * wo;
         let mut out = vec![0f32; 2 * p * plane_out];
@@ -163,7 +148,7 @@ impl CustomOp2 for PoolBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
         let (p, ho, wo) = dims(gl, op)?;
-        let (g, a) = (cpu_slice(gs, gl, op)?, cpu_slice(as_, al, op)?);
+        let (g, a) = (cpu_f32(gs, gl, op)?, cpu_f32(as_, al, op)?);
         let (h, w) = (self.h, self.w);
         if (ho, wo) != (out_len(h), out_len(w)) || a.len() != g.len() {
             candle_core::bail!(
