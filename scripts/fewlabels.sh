@@ -30,9 +30,12 @@ if [ ! -f "$POOL/trials_to_test.txt" ]; then
   "$bin" make-synthetic --out "$POOL" --per-class "$PER_CLASS" > "$OUT/make-synthetic.txt" 2>&1
 fi
 cat "$OUT/make-synthetic.txt" 2>/dev/null || true
-for seed in $SEEDS; do
-  for loss in $LOSSES; do
-    for sb in $SHUFFLE; do
+# Variant-major order (all seeds of the first variant first), so that a partial run already
+# gives complete rows; finished steps leave a .done marker and are skipped on a rerun.
+first_variant="$(echo $LOSSES | cut -d' ' -f1) $(echo $SHUFFLE | cut -d' ' -f1)"
+for loss in $LOSSES; do
+  for sb in $SHUFFLE; do
+    for seed in $SEEDS; do
       name=$PREFIX-$loss-$sb-s$seed
       if [ ! -f "runs/$name/final/encoder.safetensors" ]; then
         /usr/bin/time -f "pretrain wall %e s" "$bin" pretrain --config configs/synthetic_pool.toml --name "$name" \
@@ -42,12 +45,16 @@ for seed in $SEEDS; do
       # The baselines (random-init probe, supervised from scratch) do not depend on the
       # pre-training variant: once per seed.
       base=--no-baseline
-      if [ "$loss $sb" = "$(echo $LOSSES | cut -d' ' -f1) $(echo $SHUFFLE | cut -d' ' -f1)" ]; then base=; fi
+      if [ "$loss $sb" = "$first_variant" ]; then base=; fi
       for f in $FRACTIONS; do
-        "$bin" linear-probe --checkpoint "runs/$name" $base --label-fraction "$f" \
-          --set seed="$seed" --set probe.seed="$seed" > "$OUT/$name.probe-$f.txt" 2>&1
-        "$bin" finetune --checkpoint "runs/$name" $base --label-fraction "$f" \
-          --set seed="$seed" --set finetune.seed="$seed" > "$OUT/$name.finetune-$f.txt" 2>&1
+        for proto in linear-probe finetune; do
+          log="$OUT/$name.$proto-$f.txt"
+          [ -f "$log.done" ] && continue
+          set -- --checkpoint "runs/$name" $base --label-fraction "$f" --set seed="$seed"
+          if [ $proto = linear-probe ]; then set -- "$@" --set probe.seed="$seed"; else set -- "$@" --set finetune.seed="$seed"; fi
+          /usr/bin/time -f "$proto wall %e s" "$bin" $proto "$@" > "$log" 2>&1
+          touch "$log.done"
+        done
       done
     done
   done
