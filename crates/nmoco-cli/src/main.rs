@@ -1,5 +1,7 @@
 //! `nmoco`: the command-line program. The only crate that installs a tracing subscriber.
 
+#![forbid(unsafe_code)]
+
 mod cmd;
 
 use clap::{Parser, Subcommand};

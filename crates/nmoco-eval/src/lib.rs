@@ -4,6 +4,8 @@
 //! This crate reads checkpoints (safetensors plus the saved config); it does not depend on the
 //! trainer's code.
 
+#![forbid(unsafe_code)]
+
 pub mod checkpoint;
 pub mod features;
 pub mod finetune;

@@ -63,6 +63,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod error;
 mod heads;

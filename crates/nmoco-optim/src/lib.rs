@@ -5,6 +5,8 @@
 //!   formulas, gradient clipping by global norm, and a name-keyed state for checkpoints.
 //! - [`lr_at`]: linear warm-up, then cosine decay to zero.
 
+#![forbid(unsafe_code)]
+
 mod optim;
 mod schedule;
 

@@ -27,6 +27,8 @@
 //! assert!(events.t.windows(2).all(|w| w[0] <= w[1]));
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod camera;
 mod config;
 mod generate;

@@ -1,6 +1,8 @@
 //! Small PNG renderers with no ML dependency: an RGB [`Canvas`] with a built-in bitmap font
 //! (`canvas`), frame grids (`grid`), training curves (`lines`) and confusion matrices (`heatmap`).
 
+#![forbid(unsafe_code)]
+
 pub mod canvas;
 pub mod grid;
 pub mod heatmap;

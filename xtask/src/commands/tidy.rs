@@ -1,107 +1,102 @@
-//! `cargo xtask tidy`: mechanical architecture invariants.
+//! `cargo xtask tidy`: the invariants a program can check, each a module with its unit tests.
 //!
-//! - `nmoco-events` depends on no workspace crate and no ML crate; `nmoco-frames` and
-//!   `nmoco-synth` depend on no ML crate.
-//! - No `#[ignore]`, `#[should_panic]` or `dbg!` in the sources.
+//! Architecture facts are read from ARCHITECTURE.md's section "Checked by `cargo xtask tidy`"
+//! ([`rules`]): allowed workspace and ML dependencies per crate ([`deps`]), the files that may
+//! hold `unsafe` and `#![forbid(unsafe_code)]` elsewhere ([`unsafe_code`]), the files allowed
+//! over the size limit ([`sizes`]). Rules that are not per-crate facts live here: CUDA kernel
+//! names in both directions ([`kernels`]), function length ([`sizes`]), paths named in the docs
+//! ([`paths`]), banned attributes and macros ([`banned`]). Every problem is printed as
+//! `file:line: message`; any problem makes the command fail.
 
+mod banned;
+mod deps;
+mod kernels;
+mod lexer;
+mod paths;
+mod rules;
+mod sizes;
+mod source;
+mod unsafe_code;
+
+use std::fmt;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
-use crate::util::cargo;
+pub const ARCHITECTURE: &str = "ARCHITECTURE.md";
 
-const ML_CRATES: &[&str] = &["candle-core", "candle-nn", "cudarc", "gemm"];
+/// One finding: where (file, 1-based line or 0 for the whole file) and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub path: String,
+    pub line: usize,
+    pub msg: String,
+}
 
-pub fn run() -> anyhow::Result<()> {
-    let mut problems = Vec::new();
-    for (krate, no_workspace) in [
-        ("nmoco-events", true),
-        ("nmoco-frames", false),
-        ("nmoco-synth", false),
-    ] {
-        let tree = normal_deps(krate)?;
-        for line in tree.lines().skip(1) {
-            let name = line.split_whitespace().next().unwrap_or("");
-            if ML_CRATES.contains(&name) {
-                problems.push(format!("{krate} depends on the ML crate {name}"));
-            }
-            if no_workspace && name.starts_with("nmoco-") {
-                problems.push(format!("{krate} depends on the workspace crate {name}"));
-            }
+impl Problem {
+    pub fn new(path: &str, line: usize, msg: impl Into<String>) -> Self {
+        Self {
+            path: path.to_string(),
+            line,
+            msg: msg.into(),
         }
     }
-    scan_sources(Path::new("crates"), &mut problems)?;
-    scan_sources(Path::new("xtask/src"), &mut problems)?;
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path, self.msg)
+        } else {
+            write!(f, "{}:{}: {}", self.path, self.line, self.msg)
+        }
+    }
+}
+
+/// Every problem in the repository at `root`, in check order.
+pub fn check(root: &Path) -> anyhow::Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    let arch_text = std::fs::read_to_string(root.join(ARCHITECTURE))?;
+    let rules = match rules::parse(ARCHITECTURE, &arch_text) {
+        Ok(r) => Some(r),
+        Err(p) => {
+            problems.push(p);
+            None
+        }
+    };
+    let members = deps::members(root)?;
+    let files = source::collect(root)?;
+    if let Some(rules) = &rules {
+        deps::check(&members, rules, ARCHITECTURE, &mut problems);
+        unsafe_code::check(&members, rules, &files, ARCHITECTURE, &mut problems);
+        sizes::check_files(&files, &rules.big_files, ARCHITECTURE, &mut problems);
+    }
+    kernels::check(&members, &files, &mut problems);
+    sizes::check_functions(&files, &mut problems);
+    banned::check(&files, &mut problems);
+    let crate_dir = |word: &str| {
+        members
+            .iter()
+            .find(|m| m.name == word)
+            .map(|m| m.dir.to_string_lossy().replace('\\', "/"))
+    };
+    for doc in paths::doc_files(root) {
+        let Ok(text) = std::fs::read_to_string(root.join(&doc)) else {
+            continue;
+        };
+        paths::check_doc(root, &doc, &text, &crate_dir, &mut problems);
+    }
+    Ok(problems)
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let problems = check(Path::new("."))?;
+    for p in &problems {
+        println!("{p}");
+    }
     if !problems.is_empty() {
-        bail!(
-            "tidy found {} problem(s):\n{}",
-            problems.len(),
-            problems.join("\n")
-        );
+        bail!("tidy found {} problem(s)", problems.len());
     }
     println!("tidy: ok");
     Ok(())
-}
-
-/// `cargo tree -p KRATE -e normal --prefix none --all-features`: every crate it links.
-fn normal_deps(krate: &str) -> anyhow::Result<String> {
-    let out = Command::new(cargo())
-        .args([
-            "tree",
-            "-p",
-            krate,
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-            "--all-features",
-        ])
-        .output()
-        .context("failed to run cargo tree")?;
-    if !out.status.success() {
-        bail!(
-            "cargo tree -p {krate} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
-}
-
-fn scan_sources(dir: &Path, problems: &mut Vec<String>) -> anyhow::Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
-                continue;
-            }
-            scan_sources(&path, problems)?;
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            if path.ends_with("tidy.rs") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path)?;
-            for (i, line) in text.lines().enumerate() {
-                for banned in ["#[ignore", "#[should_panic", "dbg!("] {
-                    if line.contains(banned) {
-                        problems.push(format!("{}:{}: {banned}", path.display(), i + 1));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    /// `cargo test` enforces the same invariants as `cargo xtask tidy`.
-    #[test]
-    fn tidy() {
-        std::env::set_current_dir(crate::util::project_root()).unwrap();
-        super::run().unwrap();
-    }
 }
