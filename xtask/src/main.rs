@@ -57,6 +57,9 @@ enum Cmd {
         /// Run only the Rust checks when NMOCO_PY is not set (names the skipped steps)
         #[arg(long)]
         no_python: bool,
+        /// Print the steps and their commands without running them
+        #[arg(long)]
+        list: bool,
     },
     /// Build the `nmoco_events` Python wheel (maturin, abi3 for CPython >= 3.9) into target/wheels
     Wheel {
@@ -90,7 +93,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Embed(a) => util::forward("embed", a),
         Cmd::Bench { names, extra } => commands::bench::run(names, extra),
         Cmd::Tidy => commands::tidy::run(),
-        Cmd::Ci { no_python } => commands::ci::run(no_python),
+        Cmd::Ci { no_python, list } => commands::ci::run(no_python, list),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),
         Cmd::Wheel { python, out } => commands::wheel::run(python, out),
     }

@@ -13,9 +13,12 @@
 //!    binary and the PyTorch oracle tests (`tests/oracle`, `NMOCO_BIN`, `OMP_NUM_THREADS=2`).
 //!
 //! Without `NMOCO_PY`, `ci` stops before running anything, saying how to set it, unless
-//! `--no-python` is given: then it runs steps 1–4 and names the steps it skipped.
+//! `--no-python` is given: then it runs steps 1–4 and names the steps it skipped. Before the
+//! first step it checks that `$NMOCO_PY` and, when the NVRTC test is required, `$NMOCO_NVRTC_LIB`
+//! exist. `--list` prints the steps without running them.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -231,22 +234,100 @@ fn perform(action: &Action) -> anyhow::Result<()> {
     }
 }
 
-pub fn run(no_python: bool) -> anyhow::Result<()> {
-    let start = Instant::now();
-    let python = std::env::var_os("NMOCO_PY")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    let plan = plan(&cargo(), python, no_python)?;
-    let nvrtc = match std::env::var("NMOCO_REQUIRE_NVRTC").as_deref() {
-        Ok("1") => "required (NMOCO_REQUIRE_NVRTC=1)",
-        _ => {
-            "not required: it passes unrun without NVRTC (set NMOCO_REQUIRE_NVRTC=1, as .ci/run does)"
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wheel = format!("{WHEEL_DIR}/nmoco_events-*.whl");
+        match self {
+            Action::Run { program, args, env } => {
+                for (k, v) in env {
+                    write!(f, "{k}={} ", v.to_string_lossy())?;
+                }
+                write!(f, "{}", program.to_string_lossy())?;
+                for a in args {
+                    write!(f, " {}", a.to_string_lossy())?;
+                }
+                Ok(())
+            }
+            Action::Tidy => write!(f, "cargo xtask tidy (in-process)"),
+            Action::BuildWheel { python } => write!(
+                f,
+                "rm -f {wheel}; cargo xtask wheel --python {} --out {WHEEL_DIR}",
+                python.display()
+            ),
+            Action::InstallWheel { python } => write!(
+                f,
+                "{} -m pip install --force-reinstall --no-deps {wheel}",
+                python.display()
+            ),
+            Action::PytestWithWheel { python, dir } => write!(
+                f,
+                "NMOCO_WHEEL={wheel} {} -m pytest -q -p no:cacheprovider {dir}",
+                python.display()
+            ),
         }
-    };
-    println!("ci: NVRTC kernel compile test {nvrtc}");
+    }
+}
+
+/// Fails naming what is missing: an `NMOCO_PY` that does not exist, or a required NVRTC
+/// library (`NMOCO_NVRTC_LIB`) that does not exist.
+fn preflight(
+    python: Option<&Path>,
+    require_nvrtc: bool,
+    nvrtc_lib: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(py) = python
+        && !py.exists()
+    {
+        bail!("NMOCO_PY={} does not exist", py.display());
+    }
+    if require_nvrtc
+        && let Some(lib) = nvrtc_lib
+        && !lib.exists()
+    {
+        bail!(
+            "NMOCO_REQUIRE_NVRTC=1 but NMOCO_NVRTC_LIB={} does not exist",
+            lib.display()
+        );
+    }
+    Ok(())
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+pub fn run(no_python: bool, list: bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let python = env_path("NMOCO_PY");
+    let plan = plan(&cargo(), python.clone(), no_python)?;
+    let require_nvrtc = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+    if require_nvrtc {
+        println!("ci: NVRTC kernel compile test required (NMOCO_REQUIRE_NVRTC=1)");
+    } else {
+        println!(
+            "ci: NVRTC kernel compile test not required: without NVRTC it passes unrun \
+             (NMOCO_REQUIRE_NVRTC=1 requires it, as .ci/run sets)"
+        );
+    }
+    if !plan.skipped.is_empty() {
+        println!("ci: skipping (--no-python): {}", plan.skipped.join(", "));
+    }
     let n = plan.steps.len();
+    if list {
+        for (i, step) in plan.steps.iter().enumerate() {
+            println!("ci: [{}/{n}] {}: {}", i + 1, step.name, step.action);
+        }
+        return Ok(());
+    }
+    preflight(
+        python.as_deref(),
+        require_nvrtc,
+        env_path("NMOCO_NVRTC_LIB").as_deref(),
+    )?;
     for (i, step) in plan.steps.iter().enumerate() {
-        println!("ci: [{}/{n}] {}", i + 1, step.name);
+        println!("ci: [{}/{n}] {}: {}", i + 1, step.name, step.action);
         let t = Instant::now();
         perform(&step.action).with_context(|| format!("ci step `{}` failed", step.name))?;
         println!(
@@ -310,6 +391,32 @@ mod tests {
         assert_eq!(names(&p), ["fmt", "tidy", "clippy", "test"]);
         assert_eq!(p.skipped.len(), 5);
         assert!(p.skipped.contains(&"oracle pytest"));
+    }
+
+    #[test]
+    fn preflight_names_what_is_missing() {
+        let here = Path::new(".");
+        let gone = Path::new("/nonexistent/nmoco/python");
+        assert!(preflight(Some(here), true, Some(here)).is_ok());
+        assert!(preflight(None, false, Some(gone)).is_ok());
+        let e = preflight(Some(gone), false, None).unwrap_err().to_string();
+        assert!(e.contains("NMOCO_PY=/nonexistent/nmoco/python"), "{e}");
+        let e = preflight(None, true, Some(gone)).unwrap_err().to_string();
+        assert!(e.contains("NMOCO_NVRTC_LIB"), "{e}");
+    }
+
+    #[test]
+    fn steps_print_as_commands() {
+        let p = plan("cargo", Some("/py".into()), false).unwrap();
+        let shown: Vec<String> = p.steps.iter().map(|s| s.action.to_string()).collect();
+        assert_eq!(shown[0], "cargo fmt --all --check");
+        assert_eq!(shown[3], "cargo test --workspace");
+        assert!(
+            shown[8].starts_with("OMP_NUM_THREADS=2 NMOCO_BIN="),
+            "{}",
+            shown[8]
+        );
+        assert!(shown[8].ends_with("/py -m pytest -q -p no:cacheprovider tests/oracle"));
     }
 
     #[test]

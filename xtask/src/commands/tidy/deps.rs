@@ -22,7 +22,15 @@ pub struct Member {
     pub dev_deps: BTreeSet<String>,
     /// [`ML_CRATES`] among its normal (and build) dependencies, optional ones included.
     pub ml: BTreeSet<String>,
+    /// Whether it builds a library (`lib`, `rlib`, `cdylib`, ...), as opposed to binaries only.
+    pub is_library: bool,
+    /// [`BINARY_ONLY`] crates among its normal (and build) dependencies.
+    pub binary_only: BTreeSet<String>,
 }
+
+/// Crates only binaries may depend on (outside dev-dependencies): libraries return typed errors
+/// and leave installing a tracing subscriber to the binary.
+pub const BINARY_ONLY: &[&str] = &["anyhow", "tracing-subscriber"];
 
 /// The workspace members, from `cargo metadata` run in `root`.
 pub fn members(root: &Path) -> anyhow::Result<Vec<Member>> {
@@ -59,9 +67,21 @@ fn parse_metadata(json: &serde_json::Value, root: &Path) -> anyhow::Result<Vec<M
         let manifest = PathBuf::from(p["manifest_path"].as_str().unwrap_or_default());
         let dir = manifest.parent().unwrap_or(Path::new(""));
         let dir = dir.strip_prefix(root).unwrap_or(dir).to_path_buf();
+        let is_library = p["targets"].as_array().into_iter().flatten().any(|t| {
+            t["kind"].as_array().into_iter().flatten().any(|k| {
+                k.as_str().is_some_and(|k| {
+                    k != "bin"
+                        && !k.ends_with("test")
+                        && k != "bench"
+                        && k != "example"
+                        && k != "custom-build"
+                })
+            })
+        });
         let mut m = Member {
             name: name.to_string(),
             dir,
+            is_library,
             ..Member::default()
         };
         for d in p["dependencies"].as_array().into_iter().flatten() {
@@ -75,6 +95,8 @@ fn parse_metadata(json: &serde_json::Value, root: &Path) -> anyhow::Result<Vec<M
                 }
             } else if !dev && ML_CRATES.contains(&dep) {
                 m.ml.insert(dep.to_string());
+            } else if !dev && BINARY_ONLY.contains(&dep) {
+                m.binary_only.insert(dep.to_string());
             }
         }
         out.push(m);
@@ -108,6 +130,18 @@ pub fn check(members: &[Member], rules: &Rules, arch: &str, problems: &mut Vec<P
             ));
             continue;
         };
+        if m.is_library {
+            for dep in &m.binary_only {
+                problems.push(Problem::new(
+                    &manifest,
+                    0,
+                    format!(
+                        "library `{}` depends on `{dep}`: libraries return typed errors (thiserror) and only binaries install a tracing subscriber",
+                        m.name
+                    ),
+                ));
+            }
+        }
         let mut cmp = |what: &str, have: &BTreeSet<String>, allowed: &BTreeSet<String>| {
             for extra in have.difference(allowed) {
                 problems.push(Problem::new(
@@ -189,12 +223,14 @@ mod tests {
     use super::*;
 
     const META: &str = r#"{"packages": [
-      {"name": "a", "manifest_path": "/r/crates/a/Cargo.toml", "dependencies": [
+      {"name": "a", "manifest_path": "/r/crates/a/Cargo.toml", "targets": [{"kind": ["lib"]}, {"kind": ["test"]}], "dependencies": [
         {"name": "thiserror", "kind": null}, {"name": "b", "kind": null},
         {"name": "c", "kind": "dev"}, {"name": "candle-core", "kind": "dev"}]},
-      {"name": "b", "manifest_path": "/r/crates/b/Cargo.toml", "dependencies": [
+      {"name": "b", "manifest_path": "/r/crates/b/Cargo.toml", "targets": [{"kind": ["cdylib"]}], "dependencies": [
+        {"name": "anyhow", "kind": "dev"},
         {"name": "gemm", "kind": null}, {"name": "cudarc", "kind": null, "optional": true}]},
-      {"name": "c", "manifest_path": "/r/crates/c/Cargo.toml", "dependencies": []}
+      {"name": "c", "manifest_path": "/r/crates/c/Cargo.toml", "targets": [{"kind": ["bin"]}, {"kind": ["example"]}], "dependencies": [
+        {"name": "anyhow", "kind": null}, {"name": "tracing-subscriber", "kind": null}]}
     ]}"#;
 
     fn members() -> Vec<Member> {
@@ -226,6 +262,26 @@ mod tests {
             "dev-dependencies are not ML dependencies"
         );
         assert_eq!(m[1].ml.iter().collect::<Vec<_>>(), ["cudarc", "gemm"]);
+        assert!(m[0].is_library && m[1].is_library && !m[2].is_library);
+        assert!(
+            m[1].binary_only.is_empty(),
+            "dev-dependencies may use anyhow"
+        );
+        assert_eq!(m[2].binary_only.len(), 2);
+    }
+
+    #[test]
+    fn libraries_may_not_use_anyhow() {
+        let mut m = members();
+        m[0].binary_only.insert("anyhow".into());
+        let rows = "| a | b | c | gemm, cudarc | |\n| b | | | gemm, cudarc | |\n| c | | | | |\n";
+        let mut p = Vec::new();
+        check(&m, &rules(rows), "ARCHITECTURE.md", &mut p);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].to_string()
+                .starts_with("crates/a/Cargo.toml: library `a` depends on `anyhow`")
+        );
     }
 
     #[test]
