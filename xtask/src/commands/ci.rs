@@ -196,8 +196,8 @@ fn wheels_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-fn perform(action: &Action) -> anyhow::Result<()> {
-    let wheel_dir = Path::new(WHEEL_DIR);
+/// Run one step; wheels are built into and looked up in `wheel_dir`.
+fn perform(action: &Action, wheel_dir: &Path) -> anyhow::Result<()> {
     match action {
         Action::Run { program, args, env } => {
             let mut cmd = Command::new(program);
@@ -329,7 +329,8 @@ pub fn run(no_python: bool, list: bool) -> anyhow::Result<()> {
     for (i, step) in plan.steps.iter().enumerate() {
         println!("ci: [{}/{n}] {}: {}", i + 1, step.name, step.action);
         let t = Instant::now();
-        perform(&step.action).with_context(|| format!("ci step `{}` failed", step.name))?;
+        perform(&step.action, Path::new(WHEEL_DIR))
+            .with_context(|| format!("ci step `{}` failed", step.name))?;
         println!(
             "ci: [{}/{n}] {} ok ({:.0} s)",
             i + 1,
@@ -417,6 +418,84 @@ mod tests {
             shown[8]
         );
         assert!(shown[8].ends_with("/py -m pytest -q -p no:cacheprovider tests/oracle"));
+    }
+
+    /// The Python steps run against a fake interpreter (a shell script that logs its
+    /// arguments and `NMOCO_WHEEL`, and "builds" a wheel into `--out`).
+    #[cfg(unix)]
+    #[test]
+    fn python_steps_run_the_expected_commands() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-ci-py-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wheels = dir.join("wheels");
+        std::fs::create_dir_all(&wheels).unwrap();
+        let old = wheels.join("nmoco_events-0.0.1-cp39-abi3-linux_x86_64.whl");
+        std::fs::write(&old, "").unwrap();
+        let py = dir.join("python");
+        let script = "#!/bin/sh\n\
+            echo \"$* | NMOCO_WHEEL=${NMOCO_WHEEL:-} OMP=${OMP_NUM_THREADS:-}\" >> \"$(dirname \"$0\")/log\"\n\
+            prev=\n\
+            for a in \"$@\"; do\n\
+              if [ \"$prev\" = --out ]; then : > \"$a/nmoco_events-0.1.0-cp39-abi3-linux_x86_64.whl\"; fi\n\
+              prev=$a\n\
+            done\n";
+        std::fs::write(&py, script).unwrap();
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let p = plan("cargo", Some(py.clone()), false).unwrap();
+        for step in &p.steps[4..7] {
+            perform(&step.action, &wheels).unwrap();
+        }
+        let Action::Run { args, env, .. } = &p.steps[8].action else {
+            panic!("oracle is a command");
+        };
+        let oracle = Action::Run {
+            program: py.clone().into_os_string(),
+            args: args.clone(),
+            env: env.clone(),
+        };
+        perform(&oracle, &wheels).unwrap();
+        let log = std::fs::read_to_string(dir.join("log")).unwrap();
+        assert!(!old.exists(), "old wheels are removed before the build");
+        let new = wheels.join("nmoco_events-0.1.0-cp39-abi3-linux_x86_64.whl");
+        let new = std::path::absolute(new).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(lines.len(), 4, "{log}");
+        // command | environment the fake saw
+        let split: Vec<(&str, &str)> = lines.iter().map(|l| l.split_once(" | ").unwrap()).collect();
+        assert!(
+            split[0].0.starts_with(
+                "-m maturin build --release --manifest-path crates/nmoco-py/Cargo.toml --out "
+            ),
+            "{log}"
+        );
+        assert!(
+            split[0]
+                .0
+                .ends_with(&format!("--interpreter {}", py.display())),
+            "{log}"
+        );
+        assert_eq!(
+            split[1].0,
+            format!(
+                "-m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps {}",
+                new.display()
+            )
+        );
+        assert_eq!(
+            split[2].0,
+            "-m pytest -q -p no:cacheprovider crates/nmoco-py/pytests"
+        );
+        assert!(
+            split[2]
+                .1
+                .starts_with(&format!("NMOCO_WHEEL={} ", new.display())),
+            "{log}"
+        );
+        assert_eq!(split[3].0, "-m pytest -q -p no:cacheprovider tests/oracle");
+        assert!(split[3].1.ends_with(" OMP=2"), "{log}");
     }
 
     #[test]
