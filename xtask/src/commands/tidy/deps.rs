@@ -26,6 +26,25 @@ pub struct Member {
     pub is_library: bool,
     /// [`BINARY_ONLY`] crates among its normal (and build) dependencies.
     pub binary_only: BTreeSet<String>,
+    /// The text of its Cargo.toml (to point problems at a line; empty when unread).
+    pub manifest_text: String,
+}
+
+/// 1-based line of `dep`'s entry in a Cargo.toml (`dep = ...`, `dep.workspace = true`,
+/// `[dependencies.dep]`), 0 when not found.
+pub fn dep_line(manifest: &str, dep: &str) -> usize {
+    manifest
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let key = l.strip_prefix('[').map_or(l, |t| {
+                t.split_once('.')
+                    .map_or("", |(_, rest)| rest.trim_end_matches(']'))
+            });
+            key.strip_prefix(dep)
+                .is_some_and(|r| r.is_empty() || r.starts_with([' ', '=', '.', '\t']))
+        })
+        .map_or(0, |i| i + 1)
 }
 
 /// Crates only binaries may depend on (outside dev-dependencies): libraries return typed errors
@@ -80,6 +99,7 @@ fn parse_metadata(json: &serde_json::Value, root: &Path) -> anyhow::Result<Vec<M
         });
         let mut m = Member {
             name: name.to_string(),
+            manifest_text: std::fs::read_to_string(&manifest).unwrap_or_default(),
             dir,
             is_library,
             ..Member::default()
@@ -134,7 +154,7 @@ pub fn check(members: &[Member], rules: &Rules, arch: &str, problems: &mut Vec<P
             for dep in &m.binary_only {
                 problems.push(Problem::new(
                     &manifest,
-                    0,
+                    dep_line(&m.manifest_text, dep),
                     format!(
                         "library `{}` depends on `{dep}`: libraries return typed errors (thiserror) and only binaries install a tracing subscriber",
                         m.name
@@ -146,7 +166,7 @@ pub fn check(members: &[Member], rules: &Rules, arch: &str, problems: &mut Vec<P
             for extra in have.difference(allowed) {
                 problems.push(Problem::new(
                     &manifest,
-                    0,
+                    dep_line(&m.manifest_text, extra),
                     format!(
                         "`{}` has the {what} `{extra}`, which ARCHITECTURE.md does not allow (line {})",
                         m.name, rule.line
@@ -174,9 +194,14 @@ pub fn check(members: &[Member], rules: &Rules, arch: &str, problems: &mut Vec<P
                 } else {
                     format!("through `{via}`")
                 };
+                let line = if via == &m.name {
+                    dep_line(&m.manifest_text, ml)
+                } else {
+                    0
+                };
                 problems.push(Problem::new(
                     &manifest,
-                    0,
+                    line,
                     format!(
                         "`{}` reaches the ML crate `{ml}` {how}, which ARCHITECTURE.md does not allow (line {})",
                         m.name, rule.line
@@ -249,6 +274,17 @@ mod tests {
         let mut p = Vec::new();
         check(&members(), &rules(rows), "ARCHITECTURE.md", &mut p);
         p.into_iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn dependency_lines() {
+        let toml = "[package]\nname = \"x\"\n[dependencies]\ncandle-core.workspace = true\ncandle-nn = { workspace = true }\n\n[dependencies.gemm]\nversion = \"1\"\n[dev-dependencies]\nnmoco-alloc.workspace = true\n";
+        assert_eq!(dep_line(toml, "candle-core"), 4);
+        assert_eq!(dep_line(toml, "candle-nn"), 5);
+        assert_eq!(dep_line(toml, "gemm"), 7);
+        assert_eq!(dep_line(toml, "nmoco-alloc"), 10);
+        assert_eq!(dep_line(toml, "candle"), 0);
+        assert_eq!(dep_line(toml, "x"), 0);
     }
 
     #[test]
