@@ -139,6 +139,23 @@ pub fn check(members: &[Member], rules: &Rules, arch: &str, problems: &mut Vec<P
             ));
         }
     }
+    // Rows are in dependency order: the table reads as layers, bottom first.
+    for (i, rule) in rules.crates.iter().enumerate() {
+        for dep in &rule.deps {
+            if let Some(j) = rules.crates.iter().position(|r| &r.name == dep)
+                && j > i
+            {
+                problems.push(Problem::new(
+                    arch,
+                    rule.line,
+                    format!(
+                        "`{}` depends on `{dep}`, whose row is below it (line {}): rows are in dependency order",
+                        rule.name, rules.crates[j].line
+                    ),
+                ));
+            }
+        }
+    }
     for m in members {
         let manifest = m.dir.join("Cargo.toml");
         let manifest = manifest.to_string_lossy();
@@ -310,7 +327,7 @@ mod tests {
     fn libraries_may_not_use_anyhow() {
         let mut m = members();
         m[0].binary_only.insert("anyhow".into());
-        let rows = "| a | b | c | gemm, cudarc | |\n| b | | | gemm, cudarc | |\n| c | | | | |\n";
+        let rows = "| b | | | gemm, cudarc | |\n| c | | | | |\n| a | b | c | gemm, cudarc | |\n";
         let mut p = Vec::new();
         check(&m, &rules(rows), "ARCHITECTURE.md", &mut p);
         assert_eq!(p.len(), 1, "{p:?}");
@@ -322,7 +339,7 @@ mod tests {
 
     #[test]
     fn matching_table_passes() {
-        let p = run("| a | b | c | gemm, cudarc | |\n| b | | | gemm, cudarc | |\n| c | | | | |\n");
+        let p = run("| b | | | gemm, cudarc | |\n| c | | | | |\n| a | b | c | gemm, cudarc | |\n");
         assert!(p.is_empty(), "{p:?}");
     }
 
@@ -330,22 +347,35 @@ mod tests {
     fn forbidden_and_stale_edges_are_reported() {
         // a may not depend on b, and lists c as a normal dependency it does not have.
         let p =
-            run("| a | c | c | gemm, cudarc | |\n| b | | | gemm | |\n| c | | | candle-core | |\n");
+            run("| b | | | gemm | |\n| c | | | candle-core | |\n| a | c | c | gemm, cudarc | |\n");
         let joined = p.join("\n");
         assert!(joined.contains("crates/a/Cargo.toml: `a` has the workspace dependency `b`"));
-        assert!(joined.contains("ARCHITECTURE.md:4: `a` lists the workspace dependency `c`"));
+        assert!(joined.contains("ARCHITECTURE.md:6: `a` lists the workspace dependency `c`"));
         assert!(joined.contains("crates/b/Cargo.toml: `b` reaches the ML crate `cudarc` directly"));
-        assert!(joined.contains("ARCHITECTURE.md:6: `c` lists the ML crate `candle-core`"));
+        assert!(joined.contains("ARCHITECTURE.md:5: `c` lists the ML crate `candle-core`"));
         assert_eq!(p.len(), 4, "{p:?}");
     }
 
     #[test]
     fn ml_through_a_workspace_crate_is_reported() {
-        let p = run("| a | b | c | | |\n| b | | | gemm, cudarc | |\n| c | | | | |\n");
+        let p = run("| b | | | gemm, cudarc | |\n| c | | | | |\n| a | b | c | | |\n");
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(
             p[0].contains("`a` reaches the ML crate `cudarc` through `b`"),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn rows_are_in_dependency_order() {
+        let p = run("| b | | | gemm, cudarc | |\n| c | | | | |\n| a | b | c | gemm, cudarc | |\n");
+        assert!(p.is_empty(), "{p:?}");
+        let p = run("| a | b | c | gemm, cudarc | |\n| b | | | gemm, cudarc | |\n| c | | | | |\n");
+        assert_eq!(
+            p,
+            [
+                "ARCHITECTURE.md:4: `a` depends on `b`, whose row is below it (line 5): rows are in dependency order"
+            ]
         );
     }
 
