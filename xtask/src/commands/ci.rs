@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 
+use crate::commands::wheel::wheels_in;
 use crate::util::{cargo, run as exec};
 
 const WHEEL_DIR: &str = "target/wheels";
@@ -141,9 +142,9 @@ pub fn plan(cargo: &str, python: Option<PathBuf>, no_python: bool) -> anyhow::Re
         cargo,
         &["build", "--quiet", "-p", "nmoco-cli"],
     ));
-    let bin = std::env::current_dir()
-        .unwrap_or_default()
-        .join("target/debug/nmoco");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    let bin = std::path::absolute(target.join("debug/nmoco")).unwrap_or_default();
     steps.push(Step {
         name: python_steps[4],
         action: Action::Run {
@@ -181,19 +182,6 @@ fn the_wheel(dir: &Path) -> anyhow::Result<PathBuf> {
             dir.display()
         ),
     }
-}
-
-fn wheels_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    rd.filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("nmoco_events-") && n.ends_with(".whl"))
-        })
-        .collect()
 }
 
 /// Run one step; wheels are built into and looked up in `wheel_dir`.

@@ -4,7 +4,7 @@
 //! maturin comes from `--python PY` (run as `PY -m maturin`, and the wheel is tagged for that
 //! interpreter's platform), else `$NMOCO_PY` (what `.ci/run` exports), else `maturin` on PATH.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
@@ -33,17 +33,24 @@ pub fn run(python: Option<PathBuf>, out: PathBuf) -> anyhow::Result<()> {
         cmd.arg("--interpreter").arg(py);
     }
     exec(&mut cmd).context("building the wheel (is maturin installed? `pip install maturin`)")?;
-    let mut wheels: Vec<_> = std::fs::read_dir(&out)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("nmoco_events-") && n.ends_with(".whl"))
-        })
-        .collect();
+    let mut wheels = wheels_in(&out);
     wheels.sort();
     for w in wheels {
         println!("{}", w.display());
     }
     Ok(())
+}
+
+/// The `nmoco_events-*.whl` files in `dir` (none when it cannot be read).
+pub fn wheels_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("nmoco_events-") && n.ends_with(".whl"))
+        })
+        .collect()
 }
