@@ -1,6 +1,11 @@
-//! Feature matrices: row-major `[n, d]` f32 with their labels.
+//! Frozen features: row-major `[n, d]` f32 matrices with their labels, and their extraction
+//! (time-mean of an encoder's per-step features over a dataset), shared by the probes and the
+//! trainer's kNN monitor.
+
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
+use nmoco_data::{Dataset, Loader, LoaderConfig, Views};
 
 use crate::Error;
 
@@ -100,6 +105,63 @@ impl Features {
         }
         Features { data, ..*self }
     }
+}
+
+/// Features and labels of one split.
+#[derive(Debug, Clone)]
+pub struct SplitFeatures {
+    pub features: Features,
+    pub labels: Vec<usize>,
+}
+
+/// Called as `(done, total)` samples while features are extracted.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
+
+/// Time-mean features `[N, D]` of every sample of `ds`, in dataset order: `forward` maps a batch
+/// `[T, B, 2, H, W]` (the cached frames, no augmentation, batches of `batch_size` in order) to
+/// per-step features `[T, B, D]`, run in evaluation mode by the caller; no graph is kept.
+/// The linear probe, the kNN protocol and the trainer's kNN monitor all extract through this.
+pub fn time_mean_features(
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ds: Arc<Dataset>,
+    batch_size: usize,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<SplitFeatures, Error> {
+    let n = ds.len();
+    let labels = ds.labels().to_vec();
+    let cfg = LoaderConfig {
+        batch_size: batch_size.max(1),
+        shuffle: false,
+        drop_last: false,
+        views: Views::Plain,
+        ..Default::default()
+    };
+    let aug = ds.config().augment.clone();
+    let mut data = Vec::new();
+    let mut d = 0;
+    let mut done = 0;
+    for batch in Loader::new(ds, &cfg, &aug, device) {
+        let batch = batch?;
+        let f = forward(&batch.x)?.detach().mean(0)?; // [B, D]
+        let rows = f
+            .to_dtype(candle_core::DType::F32)?
+            .to_device(&Device::Cpu)?
+            .to_vec2::<f32>()?;
+        if done == 0 {
+            d = f.dim(1)?;
+            data = vec![0f32; n * d];
+        }
+        for (row, &i) in rows.iter().zip(&batch.indices) {
+            data[i * d..(i + 1) * d].copy_from_slice(row);
+        }
+        done += batch.indices.len();
+        progress(done, n);
+    }
+    Ok(SplitFeatures {
+        features: Features::new(data, n, d)?,
+        labels,
+    })
 }
 
 #[cfg(test)]

@@ -101,6 +101,45 @@ mod tests {
         assert!((s[0] - 2.0 * (c / 0.1).exp()).abs() / s[0] < 1e-5);
     }
 
+    /// The predicted class (highest score, ties to the lower class) of each query.
+    fn predict(
+        bank: &[f32],
+        labels: &[usize],
+        q: &[f32],
+        classes: usize,
+        k: usize,
+        t: f32,
+    ) -> Vec<usize> {
+        let bank = Features::new(bank.to_vec(), labels.len(), 2).unwrap();
+        let q = Features::new(q.to_vec(), q.len() / 2, 2).unwrap();
+        let s = knn_scores(&bank, labels, &q, classes, &KnnConfig { k, t }).unwrap();
+        s.chunks(classes)
+            .map(|row| crate::metrics::top_k(row, 1)[0])
+            .collect()
+    }
+
+    #[test]
+    fn nearest_neighbours_vote_with_weights() {
+        let bank = [1.0, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9, -1.0, 0.0];
+        let labels = [0, 0, 1, 1, 2];
+        let q = [1.0, 0.05, 0.05, 1.0, -1.0, 0.1];
+        let p = predict(&bank, &labels, &q, 3, 2, 0.1);
+        assert_eq!(p, vec![0, 1, 2]);
+        let scores = {
+            let b = Features::new(bank.to_vec(), 5, 2).unwrap();
+            let qf = Features::new(q.to_vec(), 3, 2).unwrap();
+            knn_scores(&b, &labels, &qf, 3, &KnnConfig { k: 2, t: 0.1 }).unwrap()
+        };
+        let m = crate::metrics::evaluate(&scores, 3, &[0, 1, 1]).unwrap();
+        assert!((m.top1 - 2.0 / 3.0).abs() < 1e-12);
+        // With k = 5 and a low temperature the single closest neighbour still dominates.
+        assert_eq!(predict(&bank, &labels, &q[4..6], 3, 5, 0.01), vec![2]);
+        // With k = 3 and a high temperature the two class-0 neighbours outvote the closest one.
+        let bank = [0.0, 1.0, 0.6, 0.8, 0.8, 0.6];
+        assert_eq!(predict(&bank, &[1, 0, 0], &[0.0, 1.0], 2, 3, 1e3), vec![0]);
+        assert_eq!(predict(&bank, &[1, 0, 0], &[0.0, 1.0], 2, 1, 1e3), vec![1]);
+    }
+
     #[test]
     fn rejects_bad_inputs() {
         let bank = Features::new(vec![1.0, 0.0], 1, 2).unwrap();

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::features::Features;
+use crate::features::{Features, time_mean_features};
+pub use crate::features::{Progress, SplitFeatures};
 use crate::knn::{KnnConfig, knn_scores};
 use crate::linear::{LinearConfig, Selection, fit_with_selection};
 use crate::metrics::{Metrics, evaluate};
@@ -51,13 +52,6 @@ impl Default for ProbeConfig {
     }
 }
 
-/// Features and labels of one split.
-#[derive(Debug, Clone)]
-pub struct SplitFeatures {
-    pub features: Features,
-    pub labels: Vec<usize>,
-}
-
 /// Results of the linear probe and kNN on one encoder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbeOutcome {
@@ -69,10 +63,8 @@ pub struct ProbeOutcome {
     pub feature_dim: usize,
 }
 
-/// Called as `(done, total)` samples while features are extracted.
-pub type Progress<'a> = &'a (dyn Fn(usize, usize) + Sync);
-
-/// Time-mean backbone features `[N, D]` of every sample of `ds`, in dataset order.
+/// Time-mean backbone features `[N, D]` of every sample of `ds`, in dataset order
+/// ([`time_mean_features`] of the backbone's evaluation-mode forward).
 pub fn extract_features(
     backbone: &Backbone,
     ds: Arc<Dataset>,
@@ -80,33 +72,17 @@ pub fn extract_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<SplitFeatures, Error> {
-    let n = ds.len();
-    let labels = ds.labels().to_vec();
+    let forward = |x: &Tensor| backbone.forward(x, false);
+    let sf = time_mean_features(&forward, ds, batch_size, device, progress)?;
     let d = backbone.feature_dim();
-    let cfg = LoaderConfig {
-        batch_size: batch_size.max(1),
-        shuffle: false,
-        drop_last: false,
-        views: Views::Plain,
-        ..Default::default()
-    };
-    let aug = ds.config().augment.clone();
-    let mut data = vec![0f32; n * d];
-    let mut done = 0;
-    for batch in Loader::new(ds, &cfg, &aug, device) {
-        let batch = batch?;
-        let f = backbone.forward(&batch.x, false)?.mean(0)?; // [B, D]
-        let rows = f.to_device(&Device::Cpu)?.to_vec2::<f32>()?;
-        for (row, &i) in rows.iter().zip(&batch.indices) {
-            data[i * d..(i + 1) * d].copy_from_slice(row);
-        }
-        done += batch.indices.len();
-        progress(done, n);
+    if sf.features.n == 0 {
+        // No batch told the dimension: keep the backbone's.
+        return Ok(SplitFeatures {
+            features: Features::new(Vec::new(), 0, d)?,
+            labels: sf.labels,
+        });
     }
-    Ok(SplitFeatures {
-        features: Features::new(data, n, d)?,
-        labels,
-    })
+    Ok(sf)
 }
 
 /// Re-estimate the BN running statistics of a backbone from the data: `passes` train-mode

@@ -72,6 +72,9 @@ pub enum Error {
     /// The dataset layer failed.
     #[error("data error")]
     Data(#[from] nmoco_data::Error),
+    /// Frozen-feature evaluation (the kNN monitor's features and classifier) failed.
+    #[error(transparent)]
+    Eval(#[from] nmoco_eval::Error),
     /// The model layer failed.
     #[error("model error")]
     Model(#[from] nmoco_models::ModelError),

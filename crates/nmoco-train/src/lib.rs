@@ -36,7 +36,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod encoder;
 mod error;
-pub mod knn;
 pub mod loss;
 pub mod metrics;
 pub mod momentum;

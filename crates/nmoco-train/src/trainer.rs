@@ -14,11 +14,12 @@ use crate::checkpoint::{self, Checkpoint, FORMAT_VERSION, TrainerState};
 use crate::config::PretrainConfig;
 use crate::encoder::{Encoder, EncoderPair, MocoEncoder, restore, snapshot};
 use crate::error::{Error, Result, io_err};
-use crate::knn::{accuracy, knn_predict, normalize_rows};
 use crate::metrics::{self, MetricsWriter, Record};
 use crate::momentum::momentum_at;
 use crate::queue::Queue;
 use crate::step::{StepConfig, StepSync, train_step_with};
+use nmoco_eval::features::time_mean_features;
+use nmoco_eval::knn::{KnnConfig, knn_scores};
 use nmoco_optim::Optimizer;
 use nmoco_optim::lr_at;
 
@@ -204,37 +205,6 @@ pub fn spaced(len: usize, n: usize) -> Vec<usize> {
     (0..n).map(|i| i * len / n).collect()
 }
 
-/// Normalised time-mean backbone features of `indices` of `ds` (eval mode, no graph kept).
-pub fn features<E: Encoder>(
-    enc: &E,
-    ds: &Dataset,
-    indices: &[usize],
-    batch: usize,
-    device: &Device,
-) -> Result<(Vec<f32>, Vec<u32>, usize)> {
-    let mut feats = Vec::new();
-    let mut labels = Vec::with_capacity(indices.len());
-    let mut dim = 0;
-    for chunk in indices.chunks(batch.max(1)) {
-        let mut xs = Vec::with_capacity(chunk.len());
-        for &i in chunk {
-            let (f, label) = ds.get(i)?;
-            labels.push(label as u32);
-            xs.push(Tensor::from_vec(f.data, (f.t, 2, f.h, f.w), device)?);
-        }
-        let x = Tensor::stack(&xs, 1)?;
-        let y = enc.features(&x, false)?.detach().mean(0)?; // [B, D]
-        dim = y.dim(1)?;
-        feats.extend(
-            y.to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1::<f32>()?,
-        );
-    }
-    normalize_rows(&mut feats, dim.max(1));
-    Ok((feats, labels, dim))
-}
-
 /// The kNN monitor's data: a labelled memory bank and queries. During training both come from
 /// the train split (queries = a stratified, seeded validation part of it, bank = the rest);
 /// the test split is used once, after the last epoch.
@@ -328,21 +298,28 @@ pub fn restore_buffers(saved: &[(candle_core::Var, Tensor)]) -> Result<()> {
 }
 
 impl KnnMonitor {
-    /// Top-1 accuracy of the kNN classifier on the encoder's backbone features.
+    /// Top-1 accuracy of the kNN classifier on the encoder's backbone features (features and
+    /// classifier: `nmoco_eval`'s, the ones the kNN protocol uses).
     pub fn evaluate<E: Encoder>(&self, enc: &E, device: &Device) -> Result<f64> {
-        let (bank, bank_labels, dim) =
-            features(enc, &self.bank_set, &self.bank, self.batch, device)?;
-        let (q, q_labels, _) = features(enc, &self.query_set, &self.queries, self.batch, device)?;
-        let pred = knn_predict(
-            &q,
-            &bank,
-            &bank_labels,
-            dim,
+        let forward = |x: &Tensor| enc.features(x, false);
+        let features = |set: &Dataset, indices: &[usize]| {
+            let subset = Arc::new(set.subset(indices)?);
+            time_mean_features(&forward, subset, self.batch, device, &|_, _| {})
+        };
+        let bank = features(&self.bank_set, &self.bank)?;
+        let queries = features(&self.query_set, &self.queries)?;
+        let knn = KnnConfig {
+            k: self.k,
+            t: self.t as f32,
+        };
+        let scores = knn_scores(
+            &bank.features,
+            &bank.labels,
+            &queries.features,
             self.num_classes,
-            self.k,
-            self.t,
-        );
-        Ok(accuracy(&pred, &q_labels))
+            &knn,
+        )?;
+        Ok(nmoco_eval::evaluate(&scores, self.num_classes, &queries.labels)?.top1)
     }
 }
 
