@@ -15,6 +15,10 @@ use nmoco_models::{Backbone, BackboneConfig};
 use serde::Deserialize;
 
 use crate::Error;
+use crate::run_dir::{
+    self, CHECKPOINTS, CONFIG, FINAL, FINAL_ENCODER, FINAL_FILES, FileDigests, LATEST, MASTER,
+    RunPaths, STATE,
+};
 
 /// A located encoder checkpoint and the configuration it was trained with.
 #[derive(Debug, Clone)]
@@ -56,33 +60,31 @@ pub fn locate(path: &Path) -> Result<EncoderCheckpoint, Error> {
                 .into(),
         });
     }
+    let run = RunPaths::new(path);
     let weights = if path.is_file() {
         path.to_path_buf()
-    } else if path.join("final/encoder.safetensors").is_file() {
-        path.join("final/encoder.safetensors")
-    } else if path.join("master.safetensors").is_file() {
-        path.join("master.safetensors")
-    } else if path.join("checkpoints/latest").is_file() {
-        let latest = path.join("checkpoints/latest");
+    } else if run.final_encoder().is_file() {
+        run.final_encoder()
+    } else if path.join(MASTER).is_file() {
+        path.join(MASTER)
+    } else if run.latest().is_file() {
+        let latest = run.latest();
         let name = std::fs::read_to_string(&latest).map_err(io(&latest))?;
-        let w = path
-            .join("checkpoints")
-            .join(name.trim())
-            .join("master.safetensors");
+        let w = run.checkpoints().join(name.trim()).join(MASTER);
         if !w.is_file() {
             return Err(Error::Checkpoint {
                 path: latest,
-                reason: format!("names {}, which has no master.safetensors", name.trim()),
+                reason: format!("names {}, which has no {MASTER}", name.trim()),
             });
         }
         w
     } else {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
-            reason:
-                "is neither a safetensors file nor a run folder with final/encoder.safetensors \
-                     or checkpoints/latest"
-                    .into(),
+            reason: format!(
+                "is neither a safetensors file nor a run folder with {FINAL}/{FINAL_ENCODER} \
+                 or {CHECKPOINTS}/{LATEST}"
+            ),
         });
     };
     let dir = weights
@@ -93,11 +95,11 @@ pub fn locate(path: &Path) -> Result<EncoderCheckpoint, Error> {
     let config_path = dir
         .ancestors()
         .take(4)
-        .map(|d| d.join("config.toml"))
+        .map(|d| d.join(CONFIG))
         .find(|p| p.is_file())
         .ok_or_else(|| Error::Checkpoint {
             path: weights.clone(),
-            reason: "no config.toml next to it or in the three folders above it".into(),
+            reason: format!("no {CONFIG} next to it or in the three folders above it"),
         })?;
     let text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
     let view: RunConfigView = toml::from_str(&text).map_err(|e| Error::Checkpoint {
@@ -117,18 +119,6 @@ pub fn locate(path: &Path) -> Result<EncoderCheckpoint, Error> {
     })
 }
 
-#[derive(Deserialize)]
-struct FileDigest {
-    size: u64,
-    sha256: String,
-}
-
-#[derive(Deserialize)]
-struct DigestsView {
-    #[serde(default)]
-    files: std::collections::BTreeMap<String, FileDigest>,
-}
-
 /// Check `weights` against the size and SHA-256 that the trainer recorded next to it
 /// (`final/files.json` for `final/encoder.safetensors`, the checkpoint's `state.json` for
 /// `master.safetensors`). Files without a record (older runs, exported files) pass with a
@@ -140,7 +130,7 @@ pub fn verify_weights(weights: &Path) -> Result<(), Error> {
     ) else {
         return Ok(());
     };
-    let record = ["files.json", "state.json"]
+    let record = [FINAL_FILES, STATE]
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file());
@@ -149,7 +139,7 @@ pub fn verify_weights(weights: &Path) -> Result<(), Error> {
         return Ok(());
     };
     let text = std::fs::read_to_string(&record).map_err(io(&record))?;
-    let view: DigestsView = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+    let view: FileDigests = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
         path: record.clone(),
         reason: format!("cannot read its file digests: {e}"),
     })?;
@@ -157,26 +147,7 @@ pub fn verify_weights(weights: &Path) -> Result<(), Error> {
         tracing::warn!(file = %weights.display(), record = %record.display(), "no recorded size and SHA-256 for this file");
         return Ok(());
     };
-    let size = std::fs::metadata(weights).map_err(io(weights))?.len();
-    let what = if size != want.size {
-        Some(format!(
-            "size {size} bytes, but {} bytes were written",
-            want.size
-        ))
-    } else {
-        use sha2::{Digest, Sha256};
-        let bytes = std::fs::read(weights).map_err(io(weights))?;
-        let got: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        (got != want.sha256).then(|| {
-            format!(
-                "SHA-256 {got} differs from the {} recorded when it was written",
-                want.sha256
-            )
-        })
-    };
+    let what = run_dir::check_digest(weights, want).map_err(io(weights))?;
     let Some(what) = what else { return Ok(()) };
     Err(Error::Damaged {
         file: weights.to_path_buf(),
@@ -189,27 +160,25 @@ pub fn verify_weights(weights: &Path) -> Result<(), Error> {
 /// `master.safetensors` matches its record.
 fn intact_alternative(weights: &Path) -> Option<PathBuf> {
     let dir = weights.parent()?;
-    let run = if dir.file_name()? == "final" {
+    let run = if dir.file_name()? == FINAL {
         dir.parent()?.to_path_buf()
     } else {
         dir.parent()?.parent()?.to_path_buf()
     };
-    let ck = run.join("checkpoints");
+    let ck = run.join(CHECKPOINTS);
     let mut names: Vec<String> = std::fs::read_dir(&ck)
         .ok()?
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(String::from))
-        .filter(|n| n.starts_with("epoch-"))
+        .filter(|n| run_dir::parse_checkpoint_dir_name(n).is_some())
         .collect();
     names.sort();
     names
         .into_iter()
         .rev()
-        .map(|n| ck.join(n).join("master.safetensors"))
+        .map(|n| ck.join(n).join(MASTER))
         .filter(|m| m.as_path() != weights && m.is_file())
-        .find(|m| {
-            m.parent().is_some_and(|d| d.join("state.json").is_file()) && verify_weights(m).is_ok()
-        })
+        .find(|m| m.parent().is_some_and(|d| d.join(STATE).is_file()) && verify_weights(m).is_ok())
 }
 
 /// Check that a dataset config produces the input the checkpoint's encoder was trained on.

@@ -14,6 +14,7 @@ pub mod linear;
 pub mod metrics;
 pub mod probe;
 pub mod report;
+pub mod run_dir;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub use linear::{LinearConfig, LinearModel, Selection, fit, fit_with_selection};
 pub use metrics::{Metrics, evaluate, top_k};
 pub use probe::{ProbeConfig, ProbeOutcome, SplitFeatures, probe};
 pub use report::{Report, SplitSizes};
+pub use run_dir::RunPaths;
 
 /// Errors of the evaluation crate.
 #[non_exhaustive]

@@ -1,16 +1,7 @@
-//! Checkpoints: directory layout, atomic writes, the `latest`/`best` pointers and pruning.
-//!
-//! ```text
-//! runs/<name>/checkpoints/
-//!   epoch-0003/            one complete checkpoint (written as .tmp-epoch-0003, then renamed)
-//!     master.safetensors   master encoder: backbone.* and head.* (incl. BN running stats)
-//!     key.safetensors      subordinate (momentum) encoder, same names
-//!     optimizer.safetensors  buf.<name> (SGD) or m.<name>, v.<name> (AdamW)
-//!     queue.safetensors    keys: [K, C] f32
-//!     state.json           TrainerState, with the size and SHA-256 of each file above
-//!   latest                 text file: name of the newest complete checkpoint directory
-//!   best                   text file: name of the checkpoint with the best kNN accuracy
-//! ```
+//! Checkpoints: atomic writes, the `latest`/`best` pointers, pruning and file digests. The
+//! layout of `runs/<name>/checkpoints/` (`epoch-NNNN/` with `master.safetensors`,
+//! `key.safetensors`, `optimizer.safetensors`, `queue.safetensors`, `state.json`; the `latest`
+//! and `best` pointer files) is [`nmoco_eval::run_dir`]'s.
 //!
 //! A checkpoint directory is only ever visible under its final name once every file in it has
 //! been written and fsynced; the pointer files are replaced atomically afterwards. A process
@@ -27,63 +18,24 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use nmoco_eval::run_dir::{self, BEST, KEY, LATEST, MASTER, OPTIMIZER, QUEUE, STATE};
+
 use crate::error::{Error, Result, io_err};
 
 /// Version of the checkpoint layout written by this crate (2: `state.json` records file
 /// digests; version 1 checkpoints, without them, are still read).
 pub const FORMAT_VERSION: u32 = 2;
 
-/// Size and SHA-256 (hex) of one file of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileDigest {
-    pub size: u64,
-    pub sha256: String,
-}
+pub use nmoco_eval::run_dir::FileDigest;
 
 /// The size and SHA-256 of the file at `path`.
 pub fn digest_file(path: &Path) -> Result<FileDigest> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok(FileDigest {
-        size,
-        sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
-    })
+    run_dir::digest_file(path).map_err(io_err(path))
 }
 
 /// Compare the file at `path` with its recorded digest: `Some(what differs)` on a mismatch.
 pub fn check_digest(path: &Path, want: &FileDigest) -> Result<Option<String>> {
-    let size = match fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(Some("the file is missing".into()));
-        }
-        Err(e) => return Err(io_err(path)(e)),
-    };
-    if size != want.size {
-        return Ok(Some(format!(
-            "size {size} bytes, but {} bytes were written",
-            want.size
-        )));
-    }
-    let got = digest_file(path)?;
-    Ok((got.sha256 != want.sha256).then(|| {
-        format!(
-            "SHA-256 {} differs from the {} recorded when it was written",
-            got.sha256, want.sha256
-        )
-    }))
+    run_dir::check_digest(path, want).map_err(io_err(path))
 }
 
 /// Everything besides tensors that a resumed run needs.
@@ -124,20 +76,15 @@ pub struct Checkpoint {
 }
 
 /// The files of a checkpoint directory besides `state.json`.
-pub const FILES: [&str; 4] = [
-    "master.safetensors",
-    "key.safetensors",
-    "optimizer.safetensors",
-    "queue.safetensors",
-];
+pub const FILES: [&str; 4] = run_dir::CHECKPOINT_FILES;
 
 /// The directory name of the checkpoint after `epoch` epochs.
 pub fn dir_name(epoch: usize) -> String {
-    format!("epoch-{epoch:04}")
+    run_dir::checkpoint_dir_name(epoch)
 }
 
 fn parse_dir_name(name: &str) -> Option<usize> {
-    name.strip_prefix("epoch-")?.parse().ok()
+    run_dir::parse_checkpoint_dir_name(name)
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -187,18 +134,15 @@ pub fn save(dir: &Path, ck: &Checkpoint, is_best: bool) -> Result<PathBuf> {
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    save_tensors(&ck.master, &tmp.join("master.safetensors"))?;
-    save_tensors(&ck.key, &tmp.join("key.safetensors"))?;
-    save_tensors(&ck.optimizer, &tmp.join("optimizer.safetensors"))?;
+    save_tensors(&ck.master, &tmp.join(MASTER))?;
+    save_tensors(&ck.key, &tmp.join(KEY))?;
+    save_tensors(&ck.optimizer, &tmp.join(OPTIMIZER))?;
     let q = Tensor::from_slice(
         &ck.queue,
         (ck.state.queue_len, ck.state.queue_dim),
         &Device::Cpu,
     )?;
-    save_tensors(
-        &HashMap::from([("keys".to_string(), q)]),
-        &tmp.join("queue.safetensors"),
-    )?;
+    save_tensors(&HashMap::from([("keys".to_string(), q)]), &tmp.join(QUEUE))?;
     let mut state = ck.state.clone();
     state.files = FILES
         .iter()
@@ -208,7 +152,7 @@ pub fn save(dir: &Path, ck: &Checkpoint, is_best: bool) -> Result<PathBuf> {
         path: tmp.clone(),
         reason: e.to_string(),
     })?;
-    write_atomic(&tmp.join("state.json"), &json)?;
+    write_atomic(&tmp.join(STATE), &json)?;
     fsync_dir(&tmp)?;
     let fin = dir.join(&name);
     if fin.exists() {
@@ -218,9 +162,9 @@ pub fn save(dir: &Path, ck: &Checkpoint, is_best: bool) -> Result<PathBuf> {
     }
     fs::rename(&tmp, &fin).map_err(io_err(&fin))?;
     fsync_dir(dir)?;
-    write_atomic(&dir.join("latest"), format!("{name}\n").as_bytes())?;
+    write_atomic(&dir.join(LATEST), format!("{name}\n").as_bytes())?;
     if is_best {
-        write_atomic(&dir.join("best"), format!("{name}\n").as_bytes())?;
+        write_atomic(&dir.join(BEST), format!("{name}\n").as_bytes())?;
     }
     Ok(fin)
 }
@@ -288,7 +232,7 @@ pub fn verify(ck_dir: &Path) -> Result<TrainerState> {
 fn first_damage(ck_dir: &Path, state: &TrainerState) -> Result<Option<(PathBuf, String)>> {
     if state.files.is_empty() && state.format >= 2 {
         return Ok(Some((
-            ck_dir.join("state.json"),
+            ck_dir.join(STATE),
             "it records no file digests".into(),
         )));
     }
@@ -302,7 +246,7 @@ fn first_damage(ck_dir: &Path, state: &TrainerState) -> Result<Option<(PathBuf, 
 }
 
 fn read_state(ck_dir: &Path) -> Result<TrainerState> {
-    let sp = ck_dir.join("state.json");
+    let sp = ck_dir.join(STATE);
     let bytes = fs::read(&sp).map_err(io_err(&sp))?;
     let state: TrainerState = serde_json::from_slice(&bytes).map_err(|e| Error::Checkpoint {
         path: sp.clone(),
@@ -323,10 +267,10 @@ fn read_state(ck_dir: &Path) -> Result<TrainerState> {
 /// Load the checkpoint in `ck_dir` (one `epoch-NNNN` directory), after [`verify`]ing its files.
 pub fn load(ck_dir: &Path, device: &Device) -> Result<Checkpoint> {
     let state = verify(ck_dir)?;
-    let master = load_tensors(&ck_dir.join("master.safetensors"), device)?;
-    let key = load_tensors(&ck_dir.join("key.safetensors"), device)?;
-    let optimizer = load_tensors(&ck_dir.join("optimizer.safetensors"), device)?;
-    let qp = ck_dir.join("queue.safetensors");
+    let master = load_tensors(&ck_dir.join(MASTER), device)?;
+    let key = load_tensors(&ck_dir.join(KEY), device)?;
+    let optimizer = load_tensors(&ck_dir.join(OPTIMIZER), device)?;
+    let qp = ck_dir.join(QUEUE);
     let qmap = load_tensors(&qp, &Device::Cpu)?;
     let q = qmap.get("keys").ok_or_else(|| Error::Checkpoint {
         path: qp.clone(),
@@ -395,9 +339,9 @@ pub fn to_prune(
 
 /// Delete old checkpoints per [`to_prune`], and leftover temporary directories.
 pub fn prune(dir: &Path, keep_last: usize) -> Result<()> {
-    let best = pointer(dir, "best")?.and_then(|p| p.file_name()?.to_str().and_then(parse_dir_name));
+    let best = pointer(dir, BEST)?.and_then(|p| p.file_name()?.to_str().and_then(parse_dir_name));
     let latest =
-        pointer(dir, "latest")?.and_then(|p| p.file_name()?.to_str().and_then(parse_dir_name));
+        pointer(dir, LATEST)?.and_then(|p| p.file_name()?.to_str().and_then(parse_dir_name));
     for e in to_prune(&list(dir)?, keep_last, best, latest) {
         let p = dir.join(dir_name(e));
         fs::remove_dir_all(&p).map_err(io_err(&p))?;

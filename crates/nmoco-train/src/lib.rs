@@ -47,6 +47,8 @@ pub use config::{ConfigError, Precision, PretrainConfig};
 pub use encoder::{Encoder, EncoderPair, MocoEncoder};
 pub use error::{Error, Result};
 pub use loss::{LossKind, LossParams, moco_loss};
+/// The run directory layout (owned by `nmoco_eval::run_dir`, which the evaluation commands read).
+pub use nmoco_eval::run_dir::{FINAL_FILES, RunPaths};
 pub use nmoco_optim::{OptimKind, OptimParams, Optimizer, lr_at};
 pub use queue::Queue;
 pub use step::{
@@ -54,6 +56,5 @@ pub use step::{
     train_step_with,
 };
 pub use trainer::{
-    EpochReport, FINAL_FILES, Observer, Resume, RunPaths, Silent, StartInfo, StepReport, Summary,
-    pretrain, pretrain_from,
+    EpochReport, Observer, Resume, Silent, StartInfo, StepReport, Summary, pretrain, pretrain_from,
 };

@@ -20,6 +20,7 @@ use crate::queue::Queue;
 use crate::step::{StepConfig, StepSync, train_step_with};
 use nmoco_eval::features::time_mean_features;
 use nmoco_eval::knn::{KnnConfig, knn_scores};
+use nmoco_eval::run_dir::{FINAL_ENCODER, LATEST, RunPaths};
 use nmoco_optim::Optimizer;
 use nmoco_optim::lr_at;
 
@@ -158,43 +159,6 @@ pub struct Summary {
     /// `final/encoder.safetensors`, written when all epochs completed.
     pub final_encoder: Option<PathBuf>,
     pub last_checkpoint: Option<PathBuf>,
-}
-
-/// Name of the digest file next to the final encoder.
-pub const FINAL_FILES: &str = "files.json";
-
-/// Paths inside a run directory.
-#[derive(Debug, Clone)]
-pub struct RunPaths {
-    pub root: PathBuf,
-}
-
-impl RunPaths {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
-    }
-    pub fn metrics(&self) -> PathBuf {
-        self.root.join("metrics.jsonl")
-    }
-    pub fn curves(&self) -> PathBuf {
-        self.root.join("curves.png")
-    }
-    pub fn checkpoints(&self) -> PathBuf {
-        self.root.join("checkpoints")
-    }
-    pub fn final_dir(&self) -> PathBuf {
-        self.root.join("final")
-    }
-    pub fn final_encoder(&self) -> PathBuf {
-        self.final_dir().join("encoder.safetensors")
-    }
-    /// `final/files.json`: size and SHA-256 of `final/encoder.safetensors`.
-    pub fn final_files(&self) -> PathBuf {
-        self.final_dir().join(FINAL_FILES)
-    }
 }
 
 /// Evenly spaced indices: `n` of `0..len` (all when `n == 0` or `n >= len`).
@@ -419,7 +383,7 @@ pub fn pretrain_from(
     let wall = Instant::now();
     let paths = RunPaths::new(cfg.run_dir());
     let ck_dir = paths.checkpoints();
-    let mut latest = checkpoint::pointer(&ck_dir, "latest")?;
+    let mut latest = checkpoint::pointer(&ck_dir, LATEST)?;
     let resume_requested = *resume != Resume::No;
     if let Resume::From(name) = resume {
         let dir = ck_dir.join(name);
@@ -820,27 +784,24 @@ pub fn pretrain_from(
         let dir = paths.final_dir();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let enc = paths.final_encoder();
-        let tmp = dir.join(".encoder.safetensors.tmp");
+        let tmp = dir.join(format!(".{FINAL_ENCODER}.tmp"));
         let tensors: HashMap<String, Tensor> = snapshot(&pair.master_vars)?;
         candle_core::safetensors::save(&tensors, &tmp)?;
         std::fs::rename(&tmp, &enc).map_err(io_err(&enc))?;
-        checkpoint::write_atomic(
-            &dir.join("config.toml"),
-            cfg.resolved().to_toml()?.as_bytes(),
-        )?;
+        checkpoint::write_atomic(&paths.final_config(), cfg.resolved().to_toml()?.as_bytes())?;
         // Size and SHA-256 of the encoder, checked by linear-probe / finetune before use.
         let files = std::collections::BTreeMap::from([(
-            "encoder.safetensors".to_string(),
+            FINAL_ENCODER.to_string(),
             checkpoint::digest_file(&enc)?,
         )]);
         let json =
             serde_json::to_vec_pretty(&serde_json::json!({ "files": files })).map_err(|e| {
                 Error::Checkpoint {
-                    path: dir.join(FINAL_FILES),
+                    path: paths.final_files(),
                     reason: e.to_string(),
                 }
             })?;
-        checkpoint::write_atomic(&dir.join(FINAL_FILES), &json)?;
+        checkpoint::write_atomic(&paths.final_files(), &json)?;
         final_encoder = Some(enc);
     }
     // The final evaluation: the only place the test split is opened.

@@ -84,8 +84,8 @@ fn import_run(path: &Path, preset: Option<&str>, data: &DataConfig) -> anyhow::R
         },
         data,
     })?;
-    std::fs::write(dir.join("config.toml"), text)
-        .with_context(|| format!("cannot write {}", dir.join("config.toml").display()))?;
+    let config = dir.join(nmoco_eval::run_dir::CONFIG);
+    std::fs::write(&config, text).with_context(|| format!("cannot write {}", config.display()))?;
     eprintln!(
         "imported {} ({}) into {}",
         path.display(),
@@ -253,7 +253,7 @@ pub fn report_dir(ckpt_dir: &Path, protocol: &str, encoder: &str) -> PathBuf {
     } else {
         format!("{protocol}-{encoder}")
     };
-    ckpt_dir.join("eval").join(name)
+    ckpt_dir.join(nmoco_eval::run_dir::EVAL).join(name)
 }
 
 /// One row of the printed table.

@@ -55,7 +55,7 @@ fn run_encoder(s: &Setup, weights: Option<&Path>, encoder: &str) -> anyhow::Resu
         .map_err(anyhow::Error::from)
         .context("calibrating batch norm")?;
     }
-    let cache = s.ckpt.dir.join("eval").join("features");
+    let cache = s.ckpt.dir.join(nmoco_eval::run_dir::EVAL).join("features");
     let mut feats = Vec::new();
     for (split, ds) in [(Split::Train, &s.train), (Split::Test, &s.test)] {
         let passes = s.cfg.probe.bn_calibration_passes;
