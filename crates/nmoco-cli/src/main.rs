@@ -3,9 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod logging;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
@@ -21,6 +21,10 @@ static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
     about = "NeuroMoCo: momentum-contrast pre-training of spiking networks on event data"
 )]
 struct Cli {
+    /// Show the log records on a terminal too (-v info, -vv debug, -vvv trace); NMOCO_LOG
+    /// (e.g. `NMOCO_LOG=nmoco_train=debug`) names exactly what to show
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -49,29 +53,8 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     nmoco_alloc::configure();
-    use std::io::IsTerminal;
-    use tracing_subscriber::prelude::*;
-    let mut filter =
-        EnvFilter::try_from_env("NMOCO_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // On a terminal, dataset cache progress is drawn as a bar instead of logged line by line.
-    let tty = std::io::stderr().is_terminal();
-    if tty {
-        filter = filter.add_directive("nmoco_data::progress=warn".parse()?);
-    }
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
-        .with(tty.then(|| {
-            cmd::data::CacheProgress::default().with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(nmoco_data::PROGRESS_TARGET, tracing::Level::INFO),
-            )
-        }))
-        .init();
     let cli = Cli::parse();
+    logging::install(cli.verbose);
     match cli.cmd {
         Cmd::Inspect(a) => cmd::inspect::run(a),
         Cmd::Data(a) => cmd::data::run(a),
