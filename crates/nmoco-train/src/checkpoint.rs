@@ -101,22 +101,35 @@ fn fsync_file(path: &Path) -> Result<()> {
         .map_err(io_err(path))
 }
 
-/// Write `bytes` to `path` atomically: temporary file in the same directory, fsync, rename,
-/// fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write `path` atomically: `write` fills a temporary file in the same directory, which is
+/// fsynced and renamed to `path`, then the directory is fsynced. A crash leaves either the old
+/// file or the complete new one (and perhaps a stray temporary file).
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
+    write(&tmp)?;
+    fsync_file(&tmp)?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
     fsync_dir(dir)
+}
+
+/// Write `bytes` to `path` atomically ([`write_atomic_with`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = File::create(tmp).map_err(io_err(tmp))?;
+        f.write_all(bytes).map_err(io_err(tmp))
+    })
+}
+
+/// Write tensors as a safetensors file at `path` atomically ([`write_atomic_with`]).
+pub fn write_tensors_atomic(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        Ok(candle_core::safetensors::save(tensors, tmp)?)
+    })
 }
 
 fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {

@@ -7,10 +7,11 @@
 //!
 //! Layers, from the bottom:
 //! - [`loss`]: [`moco_loss`] on plain tensors (tested against a scalar computation);
-//! - [`queue`], [`momentum`], [`optim`] (SGD/AdamW over candle `Var`s), [`schedule`];
+//! - [`queue`], [`momentum`]; the optimizer ([`Optimizer`]: SGD/AdamW over candle `Var`s) and
+//!   the schedule ([`lr_at`]) come from `nmoco_optim`;
 //! - [`step`]: [`train_step`], one step on one batch, independent of the loop;
-//! - [`trainer`]: [`pretrain`], the loop with the kNN monitor, `metrics.jsonl`, `curves.png`,
-//!   atomic checkpoints ([`checkpoint`]) and exact resume;
+//! - [`trainer`]: [`pretrain`], the loop over epochs with the kNN monitor, `metrics.jsonl`
+//!   ([`metrics`]), `curves.png`, atomic checkpoints ([`checkpoint`]) and exact resume;
 //! - [`config`]: [`PretrainConfig`], `--set` overrides and validation.
 //!
 //! The library prints nothing: progress goes to an [`Observer`], logs to `tracing`.
@@ -56,5 +57,5 @@ pub use step::{
     train_step_with,
 };
 pub use trainer::{
-    EpochReport, Observer, Resume, Silent, StartInfo, StepReport, Summary, pretrain, pretrain_from,
+    EpochStats, Observer, Resume, Silent, StartInfo, StepReport, Summary, pretrain, pretrain_from,
 };

@@ -278,7 +278,7 @@ fn the_test_split_is_never_read_before_the_final_evaluation() {
     let cfg = config(&runs, &data, "notest", &[]);
     struct Epochs(Vec<(usize, Option<f64>)>);
     impl Observer for Epochs {
-        fn on_epoch(&mut self, r: &nmoco_train::EpochReport) -> ControlFlow<()> {
+        fn on_epoch(&mut self, r: &nmoco_train::EpochStats) -> ControlFlow<()> {
             self.0.push((r.epoch, r.knn_top1));
             ControlFlow::Continue(())
         }

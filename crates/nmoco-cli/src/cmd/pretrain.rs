@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::DatasetKind;
 use nmoco_train::config::{DATA_ROOT_ENV, DeviceKind};
 use nmoco_train::{
-    EpochReport, Observer, PretrainConfig, Resume, StartInfo, StepReport, pretrain_from,
+    EpochStats, Observer, PretrainConfig, Resume, StartInfo, StepReport, pretrain_from,
 };
 
 #[derive(clap::Args, Debug)]
@@ -80,31 +80,8 @@ impl Observer for Bar {
         self.pb.set_message(format!("ep {epoch}: kNN monitor"));
     }
 
-    fn on_epoch(&mut self, r: &EpochReport) -> ControlFlow<()> {
-        let knn = r
-            .knn_top1
-            .map(|a| {
-                format!(
-                    " knn top-1 {:.1}%{}",
-                    a * 100.0,
-                    self.chance
-                        .map(|c| format!(" (chance {:.1}%)", c * 100.0))
-                        .unwrap_or_default()
-                )
-            })
-            .unwrap_or_default();
-        let loss = r
-            .loss_mean
-            .map(|l| format!(" loss {l:.4}"))
-            .unwrap_or_default();
-        let sps = r
-            .samples_per_s
-            .map(|s| format!(" {s:.1} samples/s"))
-            .unwrap_or_default();
-        self.pb.println(format!(
-            "epoch {}:{loss}{knn}{sps} [{:.0} s]",
-            r.epoch, r.elapsed_s
-        ));
+    fn on_epoch(&mut self, r: &EpochStats) -> ControlFlow<()> {
+        self.pb.println(r.line(self.chance));
         ControlFlow::Continue(())
     }
 }
