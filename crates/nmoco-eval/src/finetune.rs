@@ -287,8 +287,28 @@ pub fn mixup_batch<R: rand::Rng + ?Sized>(
     Ok((mixed, lambda, partner))
 }
 
-/// Called after every step with `(epoch, step in epoch, steps per epoch, loss)`.
-pub type StepProgress<'a> = &'a (dyn Fn(usize, usize, usize, f64) + Sync);
+/// What [`finetune`] reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FinetuneProgress {
+    /// After every step: `epoch` counts from 0, `step` (within the epoch) from 1.
+    Step {
+        epoch: usize,
+        step: usize,
+        steps_per_epoch: usize,
+        loss: f64,
+    },
+    /// After every epoch's evaluation; `epochs_done` counts from 1, as the outcome's
+    /// `selected_epoch` does.
+    Epoch {
+        epochs_done: usize,
+        loss_mean: f64,
+        val_top1: Option<f64>,
+        test_top1: f64,
+    },
+}
+
+/// Receives [`FinetuneProgress`].
+pub type Progress<'a> = &'a (dyn Fn(FinetuneProgress) + Sync);
 
 /// Cross-entropy with label smoothing ε: `(1−ε)·NLL + ε·mean_c(−log p_c)`.
 pub fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Result<Tensor, Error> {
@@ -311,7 +331,7 @@ pub fn finetune(
     test: Arc<Dataset>,
     cfg: &FinetuneConfig,
     device: &Device,
-    progress: StepProgress<'_>,
+    progress: Progress<'_>,
 ) -> Result<FinetuneOutcome, Error> {
     cfg.validate()?;
     let classes = train.num_classes();
@@ -448,7 +468,12 @@ pub fn finetune(
             step += 1;
             sum += lv;
             count += 1;
-            progress(epoch, i + 1, steps_per_epoch, lv);
+            progress(FinetuneProgress::Step {
+                epoch,
+                step: i + 1,
+                steps_per_epoch,
+                loss: lv,
+            });
         }
         let mean = sum / count.max(1) as f64;
         epoch_loss.push(mean);
@@ -468,6 +493,12 @@ pub fn finetune(
             "fine-tuning epoch"
         );
         let e = epoch + 1;
+        progress(FinetuneProgress::Epoch {
+            epochs_done: e,
+            loss_mean: mean,
+            val_top1: v,
+            test_top1: t.top1,
+        });
         test_top1.push(t.top1);
         if let Some(v) = v {
             val_top1.push(v);

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::{EncoderCheckpoint, locate};
 pub use features::Features;
-pub use finetune::{FinetuneConfig, FinetuneOutcome, finetune};
+pub use finetune::{FinetuneConfig, FinetuneOutcome, FinetuneProgress, finetune};
 pub use knn::{KnnConfig, knn_scores};
 pub use linear::{LinearConfig, LinearModel, Selection, fit, fit_with_selection};
 pub use metrics::{Metrics, evaluate, top_k};

@@ -226,7 +226,7 @@ fn finetune_runs_and_keeps_the_label_fraction() {
         test.clone(),
         &cfg,
         &dev,
-        &|_, _, _, _| {},
+        &|_| {},
     )
     .unwrap();
     // One sample of each of the 3 classes.
@@ -240,7 +240,7 @@ fn finetune_runs_and_keeps_the_label_fraction() {
         ..cfg
     };
     assert!(matches!(
-        finetune(&bb, None, train, test, &bad, &dev, &|_, _, _, _| {}),
+        finetune(&bb, None, train, test, &bad, &dev, &|_| {}),
         Err(Error::Config {
             key: "finetune.label_fraction",
             ..
@@ -359,7 +359,7 @@ fn finetune_with_the_recipe_reports_last_selected_and_max() {
         test,
         &cfg,
         &Device::Cpu,
-        &|_, _, _, _| {},
+        &|_| {},
     )
     .unwrap();
     // 9 labelled samples, one per class held out for validation.

@@ -12,7 +12,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::DatasetKind;
 use nmoco_eval::checkpoint::arch_name;
-use nmoco_eval::{FinetuneConfig, Report, SplitSizes, finetune};
+use nmoco_eval::{FinetuneConfig, FinetuneProgress, Report, SplitSizes, finetune};
 use nmoco_models::BackboneConfig;
 
 use super::evalcfg::{CommonArgs, Row, dataset_name, print_table, report_dir, setup};
@@ -43,6 +43,27 @@ fn run_finetune_config(config_path: &Path) -> Option<std::path::PathBuf> {
     let text = std::fs::read_to_string(config_path).ok()?;
     let table: toml::Table = text.parse().ok()?;
     Some(table.get("run")?.get("finetune_config")?.as_str()?.into())
+}
+
+/// One rounded line per fine-tuning epoch, e.g. `finetune epoch 3: loss 0.8123 val 45.0% test
+/// 41.7%` (empty for a step report).
+fn epoch_line(protocol: &str, p: &FinetuneProgress) -> String {
+    let FinetuneProgress::Epoch {
+        epochs_done,
+        loss_mean,
+        val_top1,
+        test_top1,
+    } = p
+    else {
+        return String::new();
+    };
+    let val = val_top1
+        .map(|v| format!(" val {:.1}%", v * 100.0))
+        .unwrap_or_default();
+    format!(
+        "{protocol} epoch {epochs_done}: loss {loss_mean:.4}{val} test {:.1}%",
+        test_top1 * 100.0
+    )
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -104,10 +125,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         pb.enable_steady_tick(Duration::from_millis(500));
-        let progress = |epoch: usize, step: usize, per_epoch: usize, loss: f64| {
-            pb.set_length((per_epoch * (cfg.epochs + cfg.cooldown_epochs)) as u64);
-            pb.set_position((epoch * per_epoch + step) as u64);
-            pb.set_message(format!("ep {epoch} loss {loss:.4}"));
+        let progress = |p: FinetuneProgress| match p {
+            FinetuneProgress::Step {
+                epoch,
+                step,
+                steps_per_epoch,
+                loss,
+            } => {
+                pb.set_length((steps_per_epoch * (cfg.epochs + cfg.cooldown_epochs)) as u64);
+                pb.set_position((epoch * steps_per_epoch + step) as u64);
+                pb.set_message(format!("ep {epoch} loss {loss:.4}"));
+            }
+            FinetuneProgress::Epoch { .. } => pb.println(epoch_line(protocol, &p)),
         };
         let out = finetune(
             &s.ckpt.backbone,
@@ -189,4 +218,33 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("wall time: {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_lines_are_rounded() {
+        let p = FinetuneProgress::Epoch {
+            epochs_done: 3,
+            loss_mean: 0.812345,
+            val_top1: Some(0.45),
+            test_top1: 0.416666,
+        };
+        assert_eq!(
+            epoch_line("finetune", &p),
+            "finetune epoch 3: loss 0.8123 val 45.0% test 41.7%"
+        );
+        let p = FinetuneProgress::Epoch {
+            epochs_done: 3,
+            loss_mean: 0.812345,
+            val_top1: None,
+            test_top1: 0.416666,
+        };
+        assert_eq!(
+            epoch_line("supervised", &p),
+            "supervised epoch 3: loss 0.8123 test 41.7%"
+        );
+    }
 }
