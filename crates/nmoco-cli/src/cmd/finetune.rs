@@ -45,6 +45,35 @@ fn run_finetune_config(config_path: &Path) -> Option<std::path::PathBuf> {
     Some(table.get("run")?.get("finetune_config")?.as_str()?.into())
 }
 
+fn bar(protocol: &str) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{protocol:<12} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed_precise}} < {{eta_precise}}] {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(500));
+    pb
+}
+
+/// Steps move the bar; each epoch prints its line above it.
+fn show_progress(pb: &ProgressBar, protocol: &str, epochs: usize, p: &FinetuneProgress) {
+    match *p {
+        FinetuneProgress::Step {
+            epoch,
+            step,
+            steps_per_epoch,
+            loss,
+        } => {
+            pb.set_length((steps_per_epoch * epochs) as u64);
+            pb.set_position((epoch * steps_per_epoch + step) as u64);
+            pb.set_message(format!("ep {epoch} loss {loss:.4}"));
+        }
+        FinetuneProgress::Epoch { .. } => pb.println(epoch_line(protocol, p)),
+    }
+}
+
 /// One rounded line per fine-tuning epoch, e.g. `finetune epoch 3: loss 0.8123 val 45.0% test
 /// 41.7%` (empty for a step report).
 fn epoch_line(protocol: &str, p: &FinetuneProgress) -> String {
@@ -117,27 +146,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut summaries = Vec::new();
     for (w, protocol, encoder) in runs {
-        let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template(&format!(
-                "{protocol:<12} {{bar:30}} {{pos}}/{{len}} steps [{{elapsed_precise}} < {{eta_precise}}] {{msg}}"
-            ))
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        pb.enable_steady_tick(Duration::from_millis(500));
-        let progress = |p: FinetuneProgress| match p {
-            FinetuneProgress::Step {
-                epoch,
-                step,
-                steps_per_epoch,
-                loss,
-            } => {
-                pb.set_length((steps_per_epoch * (cfg.epochs + cfg.cooldown_epochs)) as u64);
-                pb.set_position((epoch * steps_per_epoch + step) as u64);
-                pb.set_message(format!("ep {epoch} loss {loss:.4}"));
-            }
-            FinetuneProgress::Epoch { .. } => pb.println(epoch_line(protocol, &p)),
-        };
+        let pb = bar(protocol);
+        let epochs = cfg.epochs + cfg.cooldown_epochs;
+        let progress = |p: FinetuneProgress| show_progress(&pb, protocol, epochs, &p);
         let out = finetune(
             &s.ckpt.backbone,
             w,
