@@ -12,7 +12,7 @@ use nmoco_events::{Compression, Event, Events, Format, ReadOptions, Recording, d
 
 const N: usize = 10_000_000;
 /// A file of N-Caltech101 size, whose decoded columns (3.9 MB) stay in the cache: the path
-/// with ordinary stores (see `nmoco_events`' `fast` module).
+/// with ordinary stores (see `nmoco_events`' `simd` module).
 const N_SMALL: usize = 300_000;
 
 /// `n` events with monotone timestamps spread over 0..2^23 µs (so the N-binary file needs no

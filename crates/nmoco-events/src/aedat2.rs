@@ -156,7 +156,7 @@ impl Decoder {
             flip: !self.polarity_on_bit0,
             watch: !self.keep_special,
         };
-        crate::fast::append(out, recs, &mut k, meta);
+        crate::simd::append(out, recs, &mut k, meta);
     }
 
     fn davis(&self, recs: &[u8], out: &mut Events, meta: &mut Meta) {
@@ -190,7 +190,7 @@ impl Decoder {
     }
 }
 
-/// The DVS128 record decoder for [`crate::fast`].
+/// The DVS128 record decoder for [`crate::simd`].
 #[derive(Clone, Copy)]
 struct Dvs128 {
     /// `on = bit0 == 0` (jAER polarity sense).
@@ -199,7 +199,7 @@ struct Dvs128 {
     watch: bool,
 }
 
-impl crate::fast::Records for Dvs128 {
+impl crate::simd::Records for Dvs128 {
     const SIZE: usize = RECORD;
 
     #[inline(always)]
@@ -213,21 +213,11 @@ impl crate::fast::Records for Dvs128 {
         )
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available(&self) -> bool {
-        crate::fast::x86::has_avx512bw()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
-        // SAFETY: forwarded from the trait method's contract (AVX-512 F/BW checked by
-        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
-        unsafe {
-            if nt_t {
-                crate::fast::x86::aedat2_dvs128::<true>(recs, c, self.flip, self.watch)
-            } else {
-                crate::fast::x86::aedat2_dvs128::<false>(recs, c, self.flip, self.watch)
-            }
+    #[inline(always)]
+    fn kernel(&self) -> crate::simd::Kernel {
+        crate::simd::Kernel::Aedat2Dvs128 {
+            flip: self.flip,
+            watch: self.watch,
         }
     }
 

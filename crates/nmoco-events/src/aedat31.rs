@@ -22,7 +22,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::core::{
-    Core, Line, Meta, Step, append_records, chip_sensor, header_line, parse_size, reserve, truncate,
+    Core, Line, Meta, Step, append_records, chip_sensor, header_line, need, parse_size, reserve,
+    truncate,
 };
 use crate::error::{Error, Result};
 use crate::format::{Format, ReadOptions};
@@ -106,6 +107,107 @@ fn bad(offset: u64, field: &'static str, value: i64, reason: &'static str) -> Er
     }
 }
 
+/// A packet header (see the module documentation), with the fields every packet type must
+/// satisfy checked.
+struct PacketHeader {
+    ty: i16,
+    size: i32,
+    ts_offset: i32,
+    overflow: u32,
+    capacity: i32,
+    number: i32,
+}
+
+impl PacketHeader {
+    /// Reads the header at the start of `bytes` (at least [`PACKET_HEADER`] bytes, at file
+    /// offset `offset`): `eventSize` must be positive, `eventCapacity` and `eventNumber` not
+    /// negative.
+    fn parse(bytes: &[u8], offset: u64) -> Result<PacketHeader> {
+        let h = &bytes[..PACKET_HEADER];
+        let ty = i16::from_le_bytes([h[0], h[1]]);
+        let size = le32(h, 4) as i32;
+        let ts_offset = le32(h, 8) as i32;
+        let overflow = le32(h, 12);
+        let capacity = le32(h, 16) as i32;
+        let number = le32(h, 20) as i32;
+        if size <= 0 {
+            return Err(bad(
+                offset + 4,
+                "eventSize",
+                size as i64,
+                "must be positive",
+            ));
+        }
+        if capacity < 0 {
+            return Err(bad(
+                offset + 16,
+                "eventCapacity",
+                capacity as i64,
+                "is negative",
+            ));
+        }
+        if number < 0 {
+            return Err(bad(
+                offset + 20,
+                "eventNumber",
+                number as i64,
+                "is negative",
+            ));
+        }
+        Ok(PacketHeader {
+            ty,
+            size,
+            ts_offset,
+            overflow,
+            capacity,
+            number,
+        })
+    }
+
+    /// Bytes of events after the header (`eventCapacity × eventSize`).
+    fn payload(&self) -> u64 {
+        self.capacity as u64 * self.size as u64
+    }
+
+    /// The decoding state of a polarity packet with this header, after the checks of its
+    /// event layout.
+    fn polarity(&self, offset: u64) -> Result<Packet> {
+        let (size, ts_offset) = (self.size, self.ts_offset);
+        if size > MAX_POLARITY_EVENT_SIZE {
+            return Err(bad(
+                offset + 4,
+                "eventSize",
+                size as i64,
+                "implausibly large for a polarity event",
+            ));
+        }
+        if size < 8 {
+            return Err(bad(
+                offset + 4,
+                "eventSize",
+                size as i64,
+                "polarity events need 8 bytes",
+            ));
+        }
+        if ts_offset < 4 || ts_offset > size - 4 {
+            return Err(bad(
+                offset + 8,
+                "eventTSOffset",
+                ts_offset as i64,
+                "the timestamp must lie inside the event after the data word",
+            ));
+        }
+        let n = self.number.min(self.capacity) as u64;
+        Ok(Packet {
+            events_left: n,
+            tail: (self.capacity as u64 - n) * size as u64,
+            stride: size as usize,
+            ts_offset: ts_offset as usize,
+            overflow: (self.overflow as i64) << 31,
+        })
+    }
+}
+
 impl Core for Decoder {
     fn step(
         &mut self,
@@ -119,147 +221,9 @@ impl Core for Decoder {
         match &mut self.state {
             State::Header { first } => {
                 let first = *first;
-                match header_line(buf, offset, eof, self.max_header)? {
-                    Line::Need(n) => Ok(Step::Need(n)),
-                    Line::End => {
-                        if first {
-                            return Err(Error::BadMagic {
-                                offset,
-                                expected: MAGIC.trim_end(),
-                                found: String::from_utf8_lossy(&buf[..buf.len().min(16)]).into(),
-                            });
-                        }
-                        self.state = State::PacketHeader;
-                        Ok(Step::Progress(0))
-                    }
-                    Line::Header(text, used) => {
-                        if first {
-                            crate::core::check_magic(text, MAGIC)?;
-                        }
-                        self.header_len += used as u64;
-                        if self.header_len > self.max_header {
-                            return Err(Error::TooLarge {
-                                offset,
-                                what: "text header",
-                                size: self.header_len,
-                                limit: self.max_header,
-                            });
-                        }
-                        let s = String::from_utf8_lossy(text);
-                        let s = s.trim_start_matches('#').trim();
-                        if let Some(rest) = s.strip_prefix("Sensor-Size:") {
-                            if let Some(size) = parse_size(rest) {
-                                meta.sensor = Some(size);
-                            }
-                        } else if let Some(rest) = s.strip_prefix("Source")
-                            && meta.sensor.is_none()
-                            && let Some((_, size)) =
-                                rest.split_once(':').and_then(|(_, dev)| chip_sensor(dev))
-                        {
-                            meta.sensor = Some(size);
-                        }
-                        self.state = if text == END_HEADER.as_bytes() {
-                            State::PacketHeader
-                        } else {
-                            State::Header { first: false }
-                        };
-                        Ok(Step::Progress(used))
-                    }
-                }
+                self.text_header(buf, offset, eof, first, meta)
             }
-            State::PacketHeader => {
-                if buf.is_empty() && eof {
-                    return Ok(Step::Done);
-                }
-                if buf.len() < PACKET_HEADER {
-                    if eof {
-                        return Err(Error::Truncated {
-                            offset,
-                            what: "packet header",
-                            needed: PACKET_HEADER as u64,
-                            available: buf.len() as u64,
-                        });
-                    }
-                    return Ok(Step::Need(PACKET_HEADER));
-                }
-                let h = &buf[..PACKET_HEADER];
-                let ty = i16::from_le_bytes([h[0], h[1]]);
-                let size = le32(h, 4) as i32;
-                let ts_offset = le32(h, 8) as i32;
-                let overflow = le32(h, 12);
-                let capacity = le32(h, 16) as i32;
-                let number = le32(h, 20) as i32;
-                if size <= 0 {
-                    return Err(bad(
-                        offset + 4,
-                        "eventSize",
-                        size as i64,
-                        "must be positive",
-                    ));
-                }
-                if capacity < 0 {
-                    return Err(bad(
-                        offset + 16,
-                        "eventCapacity",
-                        capacity as i64,
-                        "is negative",
-                    ));
-                }
-                if number < 0 {
-                    return Err(bad(
-                        offset + 20,
-                        "eventNumber",
-                        number as i64,
-                        "is negative",
-                    ));
-                }
-                let payload = capacity as u64 * size as u64;
-                if eof && payload > (buf.len() - PACKET_HEADER) as u64 {
-                    return Err(Error::PacketPastEnd {
-                        offset,
-                        size: PACKET_HEADER as u64 + payload,
-                        available: buf.len() as u64,
-                    });
-                }
-                if ty != POLARITY_EVENT {
-                    meta.skip(&packet_kind(ty), 1);
-                    self.state = State::Skip { left: payload };
-                    return Ok(Step::Progress(PACKET_HEADER));
-                }
-                if size > MAX_POLARITY_EVENT_SIZE {
-                    return Err(bad(
-                        offset + 4,
-                        "eventSize",
-                        size as i64,
-                        "implausibly large for a polarity event",
-                    ));
-                }
-                if size < 8 {
-                    return Err(bad(
-                        offset + 4,
-                        "eventSize",
-                        size as i64,
-                        "polarity events need 8 bytes",
-                    ));
-                }
-                if ts_offset < 4 || ts_offset > size - 4 {
-                    return Err(bad(
-                        offset + 8,
-                        "eventTSOffset",
-                        ts_offset as i64,
-                        "the timestamp must lie inside the event after the data word",
-                    ));
-                }
-                let n = number.min(capacity) as u64;
-                self.state = State::Polarity(Packet {
-                    events_left: n,
-                    tail: (capacity as u64 - n) * size as u64,
-                    stride: size as usize,
-                    ts_offset: ts_offset as usize,
-                    overflow: (overflow as i64) << 31,
-                });
-                Ok(Step::Progress(PACKET_HEADER))
-            }
+            State::PacketHeader => self.packet_header(buf, offset, eof, meta),
             State::Skip { left } => {
                 if *left == 0 {
                     self.state = State::PacketHeader;
@@ -289,18 +253,11 @@ impl Core for Decoder {
                     .min(p.events_left)
                     .min(max as u64) as usize;
                 if n == 0 {
-                    if max == 0 && buf.len() >= p.stride {
-                        return Ok(Step::Progress(0));
+                    if let Some(r) = need(buf, p.stride, eof, offset, "polarity event") {
+                        return r;
                     }
-                    if eof {
-                        return Err(Error::Truncated {
-                            offset,
-                            what: "polarity event",
-                            needed: p.stride as u64,
-                            available: buf.len() as u64,
-                        });
-                    }
-                    return Ok(Step::Need(p.stride));
+                    // A whole event is there but `max` is 0.
+                    return Ok(Step::Progress(0));
                 }
                 let bytes = &buf[..n * p.stride];
                 decode_polarity(bytes, p, self.keep_invalid, out, meta);
@@ -308,6 +265,98 @@ impl Core for Decoder {
                 Ok(Step::Progress(n * p.stride))
             }
         }
+    }
+}
+
+impl Decoder {
+    /// [`State::Header`]: one line of the text header (`first`: the magic line).
+    fn text_header(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        eof: bool,
+        first: bool,
+        meta: &mut Meta,
+    ) -> Result<Step> {
+        match header_line(buf, offset, eof, self.max_header)? {
+            Line::Need(n) => Ok(Step::Need(n)),
+            Line::End => {
+                if first {
+                    return Err(Error::BadMagic {
+                        offset,
+                        expected: MAGIC.trim_end(),
+                        found: String::from_utf8_lossy(&buf[..buf.len().min(16)]).into(),
+                    });
+                }
+                self.state = State::PacketHeader;
+                Ok(Step::Progress(0))
+            }
+            Line::Header(text, used) => {
+                if first {
+                    crate::core::check_magic(text, MAGIC)?;
+                }
+                self.header_len += used as u64;
+                if self.header_len > self.max_header {
+                    return Err(Error::TooLarge {
+                        offset,
+                        what: "text header",
+                        size: self.header_len,
+                        limit: self.max_header,
+                    });
+                }
+                let s = String::from_utf8_lossy(text);
+                let s = s.trim_start_matches('#').trim();
+                if let Some(rest) = s.strip_prefix("Sensor-Size:") {
+                    if let Some(size) = parse_size(rest) {
+                        meta.sensor = Some(size);
+                    }
+                } else if let Some(rest) = s.strip_prefix("Source")
+                    && meta.sensor.is_none()
+                    && let Some((_, size)) =
+                        rest.split_once(':').and_then(|(_, dev)| chip_sensor(dev))
+                {
+                    meta.sensor = Some(size);
+                }
+                self.state = if text == END_HEADER.as_bytes() {
+                    State::PacketHeader
+                } else {
+                    State::Header { first: false }
+                };
+                Ok(Step::Progress(used))
+            }
+        }
+    }
+
+    /// [`State::PacketHeader`]: the end of the file, or the next packet's header.
+    fn packet_header(
+        &mut self,
+        buf: &[u8],
+        offset: u64,
+        eof: bool,
+        meta: &mut Meta,
+    ) -> Result<Step> {
+        if buf.is_empty() && eof {
+            return Ok(Step::Done);
+        }
+        if let Some(r) = need(buf, PACKET_HEADER, eof, offset, "packet header") {
+            return r;
+        }
+        let h = PacketHeader::parse(buf, offset)?;
+        let payload = h.payload();
+        if eof && payload > (buf.len() - PACKET_HEADER) as u64 {
+            return Err(Error::PacketPastEnd {
+                offset,
+                size: PACKET_HEADER as u64 + payload,
+                available: buf.len() as u64,
+            });
+        }
+        if h.ty != POLARITY_EVENT {
+            meta.skip(&packet_kind(h.ty), 1);
+            self.state = State::Skip { left: payload };
+            return Ok(Step::Progress(PACKET_HEADER));
+        }
+        self.state = State::Polarity(h.polarity(offset)?);
+        Ok(Step::Progress(PACKET_HEADER))
     }
 }
 
@@ -322,7 +371,7 @@ fn decode_polarity(
     let watch = !keep_invalid;
     // Invalid events are rare: decode optimistically, filtering only the blocks that hold one.
     if stride == 8 && tso == 4 {
-        crate::fast::append(out, bytes, &mut Polarity8 { ovf, watch }, meta);
+        crate::simd::append(out, bytes, &mut Polarity8 { ovf, watch }, meta);
         return;
     }
     let len0 = out.t.len();
@@ -369,7 +418,7 @@ fn filter_invalid(
 }
 
 /// The decoder of polarity events of 8 bytes with the timestamp at offset 4 (the format's
-/// layout) for [`crate::fast`].
+/// layout) for [`crate::simd`].
 #[derive(Clone, Copy)]
 struct Polarity8 {
     /// `eventTSOverflow << 31`.
@@ -378,7 +427,7 @@ struct Polarity8 {
     watch: bool,
 }
 
-impl crate::fast::Records for Polarity8 {
+impl crate::simd::Records for Polarity8 {
     const SIZE: usize = 8;
 
     #[inline(always)]
@@ -394,21 +443,11 @@ impl crate::fast::Records for Polarity8 {
         )
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available(&self) -> bool {
-        crate::fast::x86::has_avx512bw()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
-        // SAFETY: forwarded from the trait method's contract (AVX-512 F/BW checked by
-        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
-        unsafe {
-            if nt_t {
-                crate::fast::x86::aedat31_polarity8::<true>(recs, c, self.ovf, self.watch)
-            } else {
-                crate::fast::x86::aedat31_polarity8::<false>(recs, c, self.ovf, self.watch)
-            }
+    #[inline(always)]
+    fn kernel(&self) -> crate::simd::Kernel {
+        crate::simd::Kernel::Aedat31Polarity8 {
+            ovf: self.ovf,
+            watch: self.watch,
         }
     }
 

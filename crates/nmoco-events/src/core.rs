@@ -26,7 +26,7 @@ pub(crate) struct Meta {
     pub sensor: Option<SensorSize>,
     pub skipped: Skipped,
     /// The size of the whole input when it is decoded at once ([`decode_all`]), from which
-    /// [`crate::fast`] decides whether the output is large enough for non-temporal stores;
+    /// [`crate::simd`] decides whether the output is large enough for non-temporal stores;
     /// 0 for the streaming reader.
     pub whole_input: usize,
 }
@@ -68,6 +68,31 @@ pub(crate) fn short_tail(
         offset,
         record_size: record,
         remainder: buf.len() as u64,
+    })
+}
+
+/// The step when `buf` holds fewer than the `n` bytes of the next item (`what`, at file offset
+/// `offset`): wait for them, or at the end of the input fail with [`Error::Truncated`]. `None`
+/// when they are there.
+pub(crate) fn need(
+    buf: &[u8],
+    n: usize,
+    eof: bool,
+    offset: u64,
+    what: &'static str,
+) -> Option<Result<Step>> {
+    if buf.len() >= n {
+        return None;
+    }
+    Some(if eof {
+        Err(Error::Truncated {
+            offset,
+            what,
+            needed: n as u64,
+            available: buf.len() as u64,
+        })
+    } else {
+        Ok(Step::Need(n))
     })
 }
 

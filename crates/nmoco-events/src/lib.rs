@@ -22,7 +22,7 @@
 //!
 //! On x86_64 CPUs with AVX-512, N-binary, AEDAT 2.0 (DVS128) and AEDAT 3.1 records are decoded
 //! by SIMD kernels, and large whole-file decodes write their columns with non-temporal stores
-//! (see the crate-private `fast` module for why); the output is identical to the scalar path,
+//! (see the crate-private `simd` module for why); the output is identical to the scalar path,
 //! which every other CPU uses.
 //!
 //! ```
@@ -44,10 +44,10 @@ pub mod aedat4;
 mod core;
 mod error;
 mod events;
-mod fast;
 mod format;
 pub mod nbin;
 mod reader;
+mod simd;
 mod summary;
 
 use std::path::Path;

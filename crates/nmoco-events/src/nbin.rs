@@ -23,6 +23,8 @@ use std::path::Path;
 use crate::core::{Core, Meta, Step, append_records, short_tail};
 use crate::error::{Error, Result};
 use crate::format::{Format, NbinOverflow, ReadOptions};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::TonicEight;
 use crate::{Events, SensorSize};
 
 pub const RECORD: usize = 5;
@@ -68,12 +70,12 @@ impl Core for Decoder {
         if n == 0 {
             return short_tail(buf, RECORD, eof, self.allow_partial, offset, meta);
         }
-        crate::fast::append(out, &buf[..n * RECORD], self, meta);
+        crate::simd::append(out, &buf[..n * RECORD], self, meta);
         Ok(Step::Progress(n * RECORD))
     }
 }
 
-impl crate::fast::Records for Decoder {
+impl crate::simd::Records for Decoder {
     const SIZE: usize = RECORD;
 
     #[inline(always)]
@@ -87,21 +89,11 @@ impl crate::fast::Records for Decoder {
         )
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn simd_available(&self) -> bool {
-        crate::fast::x86::has_avx512vbmi()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn simd(&self, recs: &[u8], c: crate::fast::Cols, nt_t: bool) -> (usize, bool) {
-        // SAFETY: forwarded from the trait method's contract (VBMI checked by
-        // `simd_available`, room for every record in `c`, `c.t` aligned if `nt_t`).
-        unsafe {
-            if nt_t {
-                crate::fast::x86::nbin::<true>(recs, c, self.base, self.increment.is_some())
-            } else {
-                crate::fast::x86::nbin::<false>(recs, c, self.base, self.increment.is_some())
-            }
+    #[inline(always)]
+    fn kernel(&self) -> crate::simd::Kernel {
+        crate::simd::Kernel::NBin {
+            base: self.base,
+            watch: self.increment.is_some(),
         }
     }
 
@@ -198,22 +190,21 @@ fn tonic_records<const MARKERS: bool>(recs: &[u8], inc: i64, out: &mut [u8]) -> 
     let n_rec = recs.len() / RECORD;
     let mut i = 0usize;
     #[cfg(target_arch = "x86_64")]
-    if simd::available() {
+    if let Some(kernel) = TonicEight::detect() {
         while i < n_rec {
             let (Some(src), Some(dst)) = (
                 recs.get(i * RECORD..i * RECORD + 64),
-                out.get_mut(n * TONIC_RECORD..n * TONIC_RECORD + simd::OUT_BYTES),
+                out.get_mut(n * TONIC_RECORD..n * TONIC_RECORD + TonicEight::OUT_BYTES),
             ) else {
                 break;
             };
             let (Ok(src), Ok(dst)) = (
                 <&[u8; 64]>::try_from(src),
-                <&mut [u8; simd::OUT_BYTES]>::try_from(dst),
+                <&mut [u8; TonicEight::OUT_BYTES]>::try_from(dst),
             ) else {
                 break;
             };
-            // SAFETY: the CPU has AVX-512 F, BW and VBMI (checked above).
-            if unsafe { simd::eight(src, dst, base, MARKERS) } {
+            if kernel.run(src, dst, base, MARKERS) {
                 i += 8;
                 n += 8;
             } else {
@@ -271,118 +262,6 @@ fn scalar_records<const MARKERS: bool>(
         n += 1;
     }
     (n, markers)
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    //! 8 N-binary records (40 bytes) → 8 tonic records (104 bytes) with AVX-512 VBMI byte
-    //! permutes: each record is first spread into a 16-byte slot `[t (8 bytes) | x 0 y 0 p
-    //! 0 0 0]` (so `t + base` is a 64-bit lane add), then the slots are packed to 13 bytes.
-
-    use std::arch::x86_64::*;
-
-    /// Bytes the kernel may write: two overlapping 64-byte stores at 0 and 52.
-    pub(super) const OUT_BYTES: usize = 52 + 64;
-
-    pub(super) fn available() -> bool {
-        crate::fast::x86::has_avx512vbmi()
-    }
-
-    /// Slot byte → source byte (record `r` = slot, its bytes `b0..b4` at `5 r`): t0 = b4,
-    /// t1 = b3, t2 = b2 (masked to 7 bits), x = b0, y = b1, p = b2 (bit 7). `half` picks
-    /// records 0–3 or 4–7.
-    const fn spread(half: usize) -> [u8; 64] {
-        let mut s = [0u8; 64];
-        let mut slot = 0;
-        while slot < 4 {
-            let b = 5 * (4 * half + slot);
-            s[16 * slot] = (b + 4) as u8;
-            s[16 * slot + 1] = (b + 3) as u8;
-            s[16 * slot + 2] = (b + 2) as u8;
-            s[16 * slot + 8] = b as u8;
-            s[16 * slot + 10] = (b + 1) as u8;
-            s[16 * slot + 12] = (b + 2) as u8;
-            slot += 1;
-        }
-        s
-    }
-    const SPREAD: [[u8; 64]; 2] = [spread(0), spread(1)];
-    /// Slot bytes the spread fills (the others are zero).
-    const FILLED: u64 = 0x1507_1507_1507_1507;
-    const T2: u64 = 0x0004_0004_0004_0004;
-    const Y: u64 = 0x0400_0400_0400_0400;
-    const P: u64 = 0x1000_1000_1000_1000;
-
-    /// Packed byte `o` of record `o / 13` ← its slot byte.
-    const PACK: [u8; 64] = {
-        let mut s = [0u8; 64];
-        let mut o = 0;
-        while o < 52 {
-            let (r, f) = (o / 13, o % 13);
-            let from = match f {
-                0 | 1 => 8 + f,
-                2 | 3 => 10 + (f - 2),
-                12 => 12,
-                _ => f - 4,
-            };
-            s[o] = (16 * r + from) as u8;
-            o += 1;
-        }
-        s
-    };
-
-    /// Decodes the 8 records in `src[..40]` into `dst[..104]` (bytes up to 116 may be
-    /// overwritten) and returns true, or, when `watch` and one of them is an overflow marker,
-    /// writes nothing and returns false.
-    ///
-    /// # Safety
-    /// AVX-512 F, BW and VBMI are available.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-    pub(super) unsafe fn eight(
-        src: &[u8; 64],
-        dst: &mut [u8; OUT_BYTES],
-        base: i64,
-        watch: bool,
-    ) -> bool {
-        // SAFETY: the loads read the 64 bytes of `src` and the tables; the stores write bytes
-        // 0..64 and 52..116 of `dst` (OUT_BYTES = 116); the target features are enabled.
-        unsafe {
-            let a = _mm512_loadu_si512(src.as_ptr().cast());
-            let lo = _mm512_maskz_permutexvar_epi8(
-                FILLED,
-                _mm512_loadu_si512(SPREAD[0].as_ptr().cast()),
-                a,
-            );
-            let hi = _mm512_maskz_permutexvar_epi8(
-                FILLED,
-                _mm512_loadu_si512(SPREAD[1].as_ptr().cast()),
-                a,
-            );
-            let y240 = _mm512_set1_epi8(240u8 as i8);
-            if watch
-                && (_mm512_mask_cmpeq_epi8_mask(Y, lo, y240)
-                    | _mm512_mask_cmpeq_epi8_mask(Y, hi, y240))
-                    != 0
-            {
-                return false;
-            }
-            // Keeps every byte but bit 7 of t2 (the polarity bit).
-            let keep = _mm512_mask_mov_epi8(_mm512_set1_epi8(-1), T2, _mm512_set1_epi8(0x7F));
-            let one = _mm512_set1_epi8(1);
-            let base_v = _mm512_maskz_set1_epi64(0x55, base);
-            let pack = _mm512_loadu_si512(PACK.as_ptr().cast());
-            let fix = |v: __m512i| {
-                // p: 1 where bit 7 of b2 is set; t2: the low 7 bits of b2; then t + base.
-                let on = _mm512_movepi8_mask(v) & P;
-                let v = _mm512_mask_mov_epi8(v, P, _mm512_maskz_mov_epi8(on, one));
-                let v = _mm512_and_si512(v, keep);
-                _mm512_permutexvar_epi8(pack, _mm512_add_epi64(v, base_v))
-            };
-            _mm512_storeu_si512(dst.as_mut_ptr().cast(), fix(lo));
-            _mm512_storeu_si512(dst.as_mut_ptr().add(52).cast(), fix(hi));
-        }
-        true
-    }
 }
 
 fn unrepr(index: usize, field: &'static str, value: i64, reason: &'static str) -> Error {
