@@ -92,7 +92,14 @@ fn main() -> anyhow::Result<()> {
         Cmd::Export(a) => util::forward("export", a),
         Cmd::Embed(a) => util::forward("embed", a),
         Cmd::Bench { names, extra } => commands::bench::run(names, extra),
-        Cmd::Tidy => commands::tidy::run(),
+        Cmd::Tidy => {
+            // The problems are already printed, one per line: end with the summary, no backtrace.
+            if let Err(e) = commands::tidy::run() {
+                eprintln!("{e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Ci { no_python, list } => commands::ci::run(no_python, list),
         Cmd::GpuBuild { args } => commands::gpu_build::run(args),
         Cmd::Wheel { python, out } => commands::wheel::run(python, out),
