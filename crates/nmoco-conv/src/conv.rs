@@ -3,9 +3,10 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
+use crate::cpu_conv;
 use crate::cuda_config::GradNeeds;
 use crate::error::ConvError;
-use crate::kernels::{self, ConvGeom};
+use crate::geom::ConvGeom;
 use crate::util::{Route, cpu_f32, route};
 
 /// Hyper-parameters shared by the conv ops.
@@ -106,7 +107,7 @@ impl CustomOp2 for Conv2dOp {
         let x = cpu_f32(self.name(), "input", s1, l1)?;
         let w = cpu_f32(self.name(), "kernel", s2, l2)?;
         let mut y = vec![0.0f32; g.y_len()];
-        kernels::conv_forward(&g, x, w, None, &mut y);
+        cpu_conv::conv_forward(&g, x, w, None, &mut y);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c_out, g.oh, g.ow))))
     }
 
@@ -163,7 +164,7 @@ impl CustomOp3 for Conv2dBiasOp {
             })?
         }
         let mut y = vec![0.0f32; g.y_len()];
-        kernels::conv_forward(&g, x, w, Some(b), &mut y);
+        cpu_conv::conv_forward(&g, x, w, Some(b), &mut y);
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.c_out, g.oh, g.ow))))
     }
 
@@ -278,7 +279,7 @@ impl CustomOp2 for ConvBwdDataOp {
         let dy = cpu_f32(self.name(), "output gradient", s1, l1)?;
         let w = cpu_f32(self.name(), "kernel", s2, l2)?;
         let mut dx = vec![0.0f32; g.x_len()];
-        kernels::conv_backward_data(&g, dy, w, &mut dx);
+        cpu_conv::conv_backward_data(&g, dy, w, &mut dx);
         Ok((CpuStorage::F32(dx), Shape::from(self.x_dims.clone())))
     }
 
@@ -332,7 +333,7 @@ impl CustomOp2 for ConvBwdWeightOp {
         }
         let x = cpu_f32(self.name(), "input", s1, l1)?;
         let dy = cpu_f32(self.name(), "output gradient", s2, l2)?;
-        let dw = kernels::conv_backward_weight(&g, x, dy);
+        let dw = cpu_conv::conv_backward_weight(&g, x, dy);
         Ok((CpuStorage::F32(dw), Shape::from(self.w_dims.clone())))
     }
 

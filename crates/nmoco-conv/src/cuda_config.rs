@@ -1,7 +1,7 @@
 //! CUDA convolution settings and the device-independent half of the cuDNN path: which backend
 //! runs convolutions on a CUDA device, the TF32 policy, the cuDNN plan key with its descriptor
 //! dimensions, the algorithm choice from cuDNN's ranked candidates and the workspace growth.
-//! Everything here is plain Rust (unit-tested without a GPU); `src/cudnn.rs` (feature `cuda`)
+//! Everything here is plain Rust (unit-tested without a GPU); `src/cudnn/` (feature `cuda`)
 //! turns it into cuDNN calls.
 
 // Without the `cuda` feature only the unit tests use the cuDNN-side helpers.
@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::DType;
 
 use crate::error::ConvError;
-use crate::kernels::ConvGeom;
+use crate::geom::ConvGeom;
 
 /// Which implementation runs [`crate::conv2d`] and its gradients on a CUDA device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,11 +50,12 @@
 
 mod bn;
 mod conv;
+mod cpu_conv;
 mod cuda_config;
 #[cfg(feature = "cuda")]
 mod cudnn;
 mod error;
-mod kernels;
+mod geom;
 mod util;
 
 pub use bn::{
@@ -64,11 +65,11 @@ pub use bn::{
 pub use conv::{
     conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, fold_batch_norm,
 };
+pub use cpu_conv::{
+    DEFAULT_SPARSE_THRESHOLDS, SparseThresholds, set_sparse_thresholds, sparse_thresholds,
+};
 pub use cuda_config::{
     AlgoSearch, CudaConvBackend, CudaConvConfig, CudnnStats, cuda_conv_config, cudnn_stats,
     set_cuda_conv_config,
 };
 pub use error::ConvError;
-pub use kernels::{
-    DEFAULT_SPARSE_THRESHOLDS, SparseThresholds, set_sparse_thresholds, sparse_thresholds,
-};

@@ -26,7 +26,7 @@ pub(crate) fn is_cpu_f32(ts: &[&Tensor]) -> bool {
 /// Where a convolution runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The CPU kernels of `kernels.rs` (CPU, f32).
+    /// The CPU kernels of `cpu_conv` (CPU, f32).
     Cpu,
     /// cuDNN (`cuda` feature, CUDA device, f32/bf16/f16, backend not switched to candle).
     Cudnn,
