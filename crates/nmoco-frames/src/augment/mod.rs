@@ -9,12 +9,18 @@
 //! the random draws of a transform are made only when it fires, so the result is a pure function
 //! of the config, the input and the RNG state.
 
-use nmoco_events::{Events, SensorSize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Frames};
+
+mod events;
+mod trivial;
+
+pub use events::{augment_events, two_views_events};
+use trivial::draw_trivial;
+pub use trivial::{TrivialOp, trivial_augment};
 
 /// Probabilities and ranges of every augmentation. Serde: all fields optional (defaults
 /// below), unknown fields rejected. Probabilities outside `[0, 1]` behave as clamped;
@@ -335,124 +341,6 @@ pub fn augment<R: Rng + ?Sized>(frames: &Frames, cfg: &AugmentConfig, rng: &mut 
     f
 }
 
-/// The operations of the frame-level TrivialAugment-Wide policy. TrivialAugment (Müller &
-/// Hutter, 2021) applies one operation per sample, drawn uniformly, at a magnitude drawn
-/// uniformly from `num_bins` bins spanning `[0, max]` (31 bins in the "Wide" variant), with a
-/// random sign for signed operations. Its geometric operations are kept (identity, shear,
-/// translation, rotation) and cutout is added, as in Spikformer's SNNAugmentWide; its
-/// photometric operations (brightness, colour, contrast, sharpness, posterize, solarize,
-/// auto-contrast, equalize) are left out: event counts have no intensity or colour to change.
-/// The magnitude ranges are narrower than TrivialAugment-Wide's image ranges (shear 0.99,
-/// translation 32 px, rotation 135°) and configurable (`ta_*` in [`AugmentConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrivialOp {
-    Identity,
-    ShearX,
-    ShearY,
-    TranslateX,
-    TranslateY,
-    Rotate,
-    Cutout,
-}
-
-impl TrivialOp {
-    /// Every operation, in the order the uniform draw indexes them.
-    pub const ALL: [TrivialOp; 7] = [
-        TrivialOp::Identity,
-        TrivialOp::ShearX,
-        TrivialOp::ShearY,
-        TrivialOp::TranslateX,
-        TrivialOp::TranslateY,
-        TrivialOp::Rotate,
-        TrivialOp::Cutout,
-    ];
-}
-
-/// One uniform draw of (operation, magnitude bin in `0..bins`).
-fn draw_trivial<R: Rng + ?Sized>(rng: &mut R, bins: usize) -> (TrivialOp, usize) {
-    let op = TrivialOp::ALL[rng.random_range(0..TrivialOp::ALL.len())];
-    (op, rng.random_range(0..bins.max(1)))
-}
-
-/// The magnitude of bin `bin` of `bins` evenly spaced over `[0, max]`.
-pub fn trivial_magnitude(max: f64, bin: usize, bins: usize) -> f64 {
-    if bins <= 1 {
-        return 0.0;
-    }
-    max * bin.min(bins - 1) as f64 / (bins - 1) as f64
-}
-
-/// Apply `op` at magnitude bin `bin` with sign `sign` (±1) to every frame and channel of `f`:
-/// an affine map about the centre with nearest-neighbour sampling and zero fill (shear,
-/// translation, rotation), or a zeroed square at a uniform position (cutout, side = the
-/// magnitude; `rng` draws its centre).
-pub fn trivial_augment<R: Rng + ?Sized>(
-    f: &mut Frames,
-    cfg: &AugmentConfig,
-    op: TrivialOp,
-    bin: usize,
-    sign: f64,
-    rng: &mut R,
-) {
-    let (h, w) = (f.h, f.w);
-    if h == 0 || w == 0 || !f.is_consistent() {
-        return;
-    }
-    let bins = cfg.ta_bins;
-    let m = |max: f64| sign * trivial_magnitude(max, bin, bins);
-    // Inverse map of a destination pixel (centred coordinates) to its source.
-    let inverse: Box<dyn Fn(f64, f64) -> (f64, f64)> = match op {
-        TrivialOp::Identity => return,
-        TrivialOp::Cutout => {
-            let frac = trivial_magnitude(cfg.ta_cutout_frac, bin, bins);
-            if frac <= 0.0 {
-                return;
-            }
-            let (x0, x1, y0, y1) = cutout_rect(rng, frac, w, h);
-            for plane in f.data.chunks_exact_mut(h * w) {
-                for y in y0..y1 {
-                    plane[y * w + x0..y * w + x1].fill(0.0);
-                }
-            }
-            return;
-        }
-        TrivialOp::ShearX => {
-            let s = m(cfg.ta_shear);
-            Box::new(move |x, y| (x - s * y, y))
-        }
-        TrivialOp::ShearY => {
-            let s = m(cfg.ta_shear);
-            Box::new(move |x, y| (x, y - s * x))
-        }
-        TrivialOp::TranslateX => {
-            let d = (m(cfg.ta_translate_frac) * w as f64).round();
-            Box::new(move |x, y| (x - d, y))
-        }
-        TrivialOp::TranslateY => {
-            let d = (m(cfg.ta_translate_frac) * h as f64).round();
-            Box::new(move |x, y| (x, y - d))
-        }
-        TrivialOp::Rotate => {
-            let (sn, c) = m(cfg.ta_rotate_deg).to_radians().sin_cos();
-            Box::new(move |x, y| (c * x + sn * y, -sn * x + c * y))
-        }
-    };
-    let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
-    let map: Vec<usize> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| {
-            let (sx, sy) = inverse(x as f64 - cx, y as f64 - cy);
-            let (sx, sy) = ((sx + cx).round(), (sy + cy).round());
-            if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 {
-                sy as usize * w + sx as usize
-            } else {
-                OUTSIDE
-            }
-        })
-        .collect();
-    remap_planes(f, &map);
-}
-
 /// Cutout rectangle `[x0, x1) × [y0, y1)`, clipped to the canvas.
 fn cutout_rect<R: Rng + ?Sized>(
     rng: &mut R,
@@ -558,124 +446,4 @@ pub fn two_views(frames: &Frames, cfg: &AugmentConfig, seed: u64) -> (Frames, Fr
         augment(frames, cfg, &mut rng)
     };
     (view(0), view(1))
-}
-
-/// Event-level counterpart of [`two_views`] (same seeding rule), built on [`augment_events`].
-pub fn two_views_events(
-    ev: &Events,
-    sensor: SensorSize,
-    cfg: &AugmentConfig,
-    seed: u64,
-) -> (Events, Events) {
-    let view = |v: u64| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(v);
-        augment_events(ev, sensor, cfg, &mut rng)
-    };
-    (view(0), view(1))
-}
-
-/// Applies the event-level augmentations of `cfg` (see the module docs for the order). The
-/// output keeps file order except after `time_jitter_us > 0`, which re-sorts stably by time.
-/// Events outside `sensor` (and inconsistent trailing columns) are removed first; every output
-/// event is inside `sensor`. Crop rescales the crop window back to the full sensor
-/// (`x' = floor((x − x0)·W / cw)`), rotation rounds to the nearest pixel and removes events
-/// rotated off the sensor, cutout removes the events inside its square.
-pub fn augment_events<R: Rng + ?Sized>(
-    ev: &Events,
-    sensor: SensorSize,
-    cfg: &AugmentConfig,
-    rng: &mut R,
-) -> Events {
-    let (w, h) = (sensor.width as usize, sensor.height as usize);
-    let n = ev.t.len().min(ev.x.len()).min(ev.y.len()).min(ev.on.len());
-    let mut out = Events::with_capacity(n);
-    for i in 0..n {
-        if (ev.x[i] as usize) < w && (ev.y[i] as usize) < h {
-            out.t.push(ev.t[i]);
-            out.x.push(ev.x[i]);
-            out.y.push(ev.y[i]);
-            out.on.push(ev.on[i]);
-        }
-    }
-    if w == 0 || h == 0 {
-        return out;
-    }
-    if chance(rng, cfg.drop_p) {
-        let mut keep = vec![true; out.t.len()];
-        bernoulli_positions(rng, keep.len(), cfg.drop_rate, |i| keep[i] = false);
-        out = filter(&out, |i, x, y| keep[i].then_some((x, y)));
-    }
-    if cfg.time_jitter_us > 0 {
-        let j = cfg.time_jitter_us;
-        for t in out.t.iter_mut() {
-            *t = t.saturating_add(rng.random_range(-j..=j));
-        }
-        let mut idx: Vec<usize> = (0..out.t.len()).collect();
-        idx.sort_by_key(|&i| out.t[i]);
-        out = Events {
-            t: idx.iter().map(|&i| out.t[i]).collect(),
-            x: idx.iter().map(|&i| out.x[i]).collect(),
-            y: idx.iter().map(|&i| out.y[i]).collect(),
-            on: idx.iter().map(|&i| out.on[i]).collect(),
-        };
-    }
-    if chance(rng, cfg.crop_p) {
-        let (x0, y0, cw, ch) = crop_rect(rng, cfg, w, h);
-        out = filter(&out, |_, x, y| {
-            let (x, y) = (x as usize, y as usize);
-            (x >= x0 && x < x0 + cw && y >= y0 && y < y0 + ch)
-                .then(|| (((x - x0) * w / cw) as u16, ((y - y0) * h / ch) as u16))
-        });
-    }
-    if cfg.hflip && chance(rng, cfg.hflip_p) {
-        for x in out.x.iter_mut() {
-            *x = (w - 1 - *x as usize) as u16;
-        }
-    }
-    if chance(rng, cfg.translate_p) {
-        let dx = shift(rng, cfg.translate_px).rem_euclid(w as i64) as usize;
-        let dy = shift(rng, cfg.translate_px).rem_euclid(h as i64) as usize;
-        for x in out.x.iter_mut() {
-            *x = ((*x as usize + dx) % w) as u16;
-        }
-        for y in out.y.iter_mut() {
-            *y = ((*y as usize + dy) % h) as u16;
-        }
-    }
-    if chance(rng, cfg.rotate_p) {
-        let theta = uniform(rng, -cfg.rotate_deg, cfg.rotate_deg).to_radians();
-        let (s, c) = theta.sin_cos();
-        let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
-        out = filter(&out, |_, x, y| {
-            // Forward rotation (the inverse of the frame-level sampling map).
-            let (dx, dy) = (x as f64 - cx, y as f64 - cy);
-            let nx = (c * dx - s * dy + cx).round();
-            let ny = (s * dx + c * dy + cy).round();
-            (nx >= 0.0 && ny >= 0.0 && nx < w as f64 && ny < h as f64)
-                .then_some((nx as u16, ny as u16))
-        });
-    }
-    if chance(rng, cfg.cutout_p) {
-        let (x0, x1, y0, y1) = cutout_rect(rng, cfg.cutout_frac, w, h);
-        out = filter(&out, |_, x, y| {
-            let (xu, yu) = (x as usize, y as usize);
-            (!(xu >= x0 && xu < x1 && yu >= y0 && yu < y1)).then_some((x, y))
-        });
-    }
-    out
-}
-
-/// Keeps event `i` with new coordinates when `f(i, x, y)` returns them.
-fn filter(ev: &Events, mut f: impl FnMut(usize, u16, u16) -> Option<(u16, u16)>) -> Events {
-    let mut out = Events::with_capacity(ev.t.len());
-    for i in 0..ev.t.len() {
-        if let Some((x, y)) = f(i, ev.x[i], ev.y[i]) {
-            out.t.push(ev.t[i]);
-            out.x.push(x);
-            out.y.push(y);
-            out.on.push(ev.on[i]);
-        }
-    }
-    out
 }
