@@ -1,0 +1,466 @@
+//! The direct path for SpikingJelly's fixed frame number: counts straight from the numpy
+//! columns in their own dtypes (AVX2 twins chosen at run time).
+
+use crate::decode::KEEP_EVENTS;
+use nmoco_events::SensorSize;
+use nmoco_frames::{FrameConfig, Resize, Slicing};
+use numpy::{PyArray1, PyArrayMethods, PyReadwriteArray4};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+/// A read-only view of one numpy column, in its own dtype.
+enum ColRo<'py> {
+    B(numpy::PyReadonlyArray1<'py, bool>),
+    I8(numpy::PyReadonlyArray1<'py, i8>),
+    U8(numpy::PyReadonlyArray1<'py, u8>),
+    I16(numpy::PyReadonlyArray1<'py, i16>),
+    U16(numpy::PyReadonlyArray1<'py, u16>),
+    I32(numpy::PyReadonlyArray1<'py, i32>),
+    U32(numpy::PyReadonlyArray1<'py, u32>),
+    I64(numpy::PyReadonlyArray1<'py, i64>),
+    U64(numpy::PyReadonlyArray1<'py, u64>),
+}
+
+/// A contiguous column as a slice of its own dtype.
+#[derive(Clone, Copy)]
+enum Col<'a> {
+    B(&'a [bool]),
+    I8(&'a [i8]),
+    U8(&'a [u8]),
+    I16(&'a [i16]),
+    U16(&'a [u16]),
+    I32(&'a [i32]),
+    U32(&'a [u32]),
+    I64(&'a [i64]),
+    U64(&'a [u64]),
+}
+
+macro_rules! col_variants {
+    ($m:ident) => {
+        $m!(B, bool);
+        $m!(I8, i8);
+        $m!(U8, u8);
+        $m!(I16, i16);
+        $m!(U16, u16);
+        $m!(I32, i32);
+        $m!(U32, u32);
+        $m!(I64, i64);
+        $m!(U64, u64);
+    };
+}
+
+/// Column values as `u64` for the range checks: negative numbers wrap to huge values, so one
+/// unsigned comparison `v < limit` checks `0 <= v < limit`.
+/// `w`: the same as a `u32`, saturating (so `w < limit` still checks `0 <= v < limit` for any
+/// `limit` below 2^31), in the narrowest lanes the type allows.
+trait Lane: Copy {
+    fn u(self) -> u64;
+    fn w(self) -> u32;
+}
+macro_rules! lane_narrow {
+    ($($t:ty as $via:ty),*) => {$(impl Lane for $t {
+        #[inline(always)]
+        fn u(self) -> u64 { self as i64 as u64 }
+        #[inline(always)]
+        fn w(self) -> u32 { self as $via as u32 }
+    })*};
+}
+macro_rules! lane_wide {
+    ($($t:ty),*) => {$(impl Lane for $t {
+        #[inline(always)]
+        fn u(self) -> u64 { self as u64 }
+        #[inline(always)]
+        fn w(self) -> u32 { (self as u64).min(u64::from(u32::MAX)) as u32 }
+    })*};
+}
+lane_narrow!(
+    i8 as i32, i16 as i32, i32 as i32, u8 as u32, u16 as u32, u32 as u32
+);
+lane_wide!(i64, u64);
+impl Lane for bool {
+    #[inline(always)]
+    fn u(self) -> u64 {
+        u64::from(self)
+    }
+    #[inline(always)]
+    fn w(self) -> u32 {
+        u32::from(self)
+    }
+}
+
+/// Pixel indices `on·H·W + y·W + x` of a block of events (`on[k]`: event k is ON) and the
+/// largest x and y seen (as saturated `u32`, negatives huge): the caller checks those against
+/// the sensor before using any index. Vectorises (the `avx2` twin is the same code).
+#[inline(always)]
+fn index_block<T: Lane>(
+    xs: &[T],
+    ys: &[T],
+    on: &[u8],
+    w: u32,
+    hw: u32,
+    idx: &mut [u32],
+) -> (u32, u32) {
+    let (mut mx, mut my) = (0u32, 0u32);
+    for (((k, &x), &y), &o) in idx.iter_mut().zip(xs).zip(ys).zip(on) {
+        let (x, y) = (x.w(), y.w());
+        mx = mx.max(x);
+        my = my.max(y);
+        *k = x
+            .wrapping_add(y.wrapping_mul(w))
+            .wrapping_add(u32::from(o).wrapping_mul(hw));
+    }
+    (mx, my)
+}
+
+/// `index_block` compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn index_block_avx2<T: Lane>(
+    xs: &[T],
+    ys: &[T],
+    on: &[u8],
+    w: u32,
+    hw: u32,
+    idx: &mut [u32],
+) -> (u32, u32) {
+    index_block(xs, ys, on, w, hw, idx)
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `index_block` with the fastest code the CPU runs.
+#[inline(always)]
+fn index_block_any<T: Lane>(
+    avx2: bool,
+    xs: &[T],
+    ys: &[T],
+    on: &[u8],
+    w: u32,
+    hw: u32,
+    idx: &mut [u32],
+) -> (u32, u32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from `has_avx2()`.
+        return unsafe { index_block_avx2(xs, ys, on, w, hw, idx) };
+    }
+    let _ = avx2;
+    index_block(xs, ys, on, w, hw, idx)
+}
+
+impl<'py> ColRo<'py> {
+    fn new(a: &Bound<'py, PyAny>) -> Option<Self> {
+        macro_rules! try_cast {
+            ($v:ident, $t:ty) => {
+                if let Ok(arr) = a.cast::<PyArray1<$t>>() {
+                    return arr.try_readonly().ok().map(ColRo::$v);
+                }
+            };
+        }
+        col_variants!(try_cast);
+        None
+    }
+
+    /// The slice, when the array is contiguous.
+    fn slice(&self) -> Option<Col<'_>> {
+        macro_rules! arm {
+            ($($v:ident),*) => {
+                match self {
+                    $(ColRo::$v(r) => r.as_slice().ok().map(Col::$v),)*
+                }
+            };
+        }
+        arm!(B, I8, U8, I16, U16, I32, U32, I64, U64)
+    }
+}
+
+impl Col<'_> {
+    fn len(self) -> usize {
+        macro_rules! arm {
+            ($($v:ident),*) => { match self { $(Col::$v(s) => s.len(),)* } };
+        }
+        arm!(B, I8, U8, I16, U16, I32, U32, I64, U64)
+    }
+
+    /// `out[k] = (self[start + k] != 0)` (in bounds: callers stay below `len()`).
+    fn on_flags(self, avx2: bool, start: usize, out: &mut [u8]) {
+        let r = start..start + out.len();
+        macro_rules! arm {
+            ($($v:ident),*) => {
+                match self {
+                    $(Col::$v(s) => on_flags_any(avx2, &s[r], out),)*
+                }
+            };
+        }
+        arm!(B, I8, U8, I16, U16, I32, U32, I64, U64)
+    }
+}
+
+#[inline(always)]
+fn on_flags<T: Lane>(s: &[T], out: &mut [u8]) {
+    for (o, &v) in out.iter_mut().zip(s) {
+        *o = u8::from(v.u() != 0);
+    }
+}
+
+/// `on_flags` compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn on_flags_avx2<T: Lane>(s: &[T], out: &mut [u8]) {
+    on_flags(s, out)
+}
+
+#[inline(always)]
+fn on_flags_any<T: Lane>(avx2: bool, s: &[T], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from `has_avx2()`.
+        return unsafe { on_flags_avx2(s, out) };
+    }
+    let _ = avx2;
+    on_flags(s, out)
+}
+
+/// A per-pixel counter: `u8` (the plane of a 128×128 sensor then fits in L1; a counter that
+/// wraps is recorded and adds 256 at the flush) or `u32` (below 2^24, so exact in f32).
+trait Count: Copy + Default {
+    /// Adds one; true when the counter wrapped to zero.
+    fn inc(&mut self) -> bool;
+    fn f32(self) -> f32;
+}
+impl Count for u8 {
+    #[inline(always)]
+    fn inc(&mut self) -> bool {
+        *self = self.wrapping_add(1);
+        *self == 0
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+impl Count for u32 {
+    #[inline(always)]
+    fn inc(&mut self) -> bool {
+        *self += 1; // fewer than 2^24 events
+        false
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self as i32 as f32
+    }
+}
+
+/// Writes one frame from its counts and zeroes the counts.
+#[inline(always)]
+fn flush_counts<C: Count>(frame: &mut [f32], counts: &mut [C]) {
+    for (o, c) in frame.iter_mut().zip(counts.iter_mut()) {
+        *o = c.f32();
+        *c = C::default();
+    }
+}
+
+/// `flush_counts` compiled for AVX2.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn flush_counts_avx2<C: Count>(frame: &mut [f32], counts: &mut [C]) {
+    flush_counts(frame, counts)
+}
+
+fn flush_counts_any<C: Count>(avx2: bool, frame: &mut [f32], counts: &mut [C]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` comes from `has_avx2()`.
+        return unsafe { flush_counts_avx2(frame, counts) };
+    }
+    let _ = avx2;
+    flush_counts(frame, counts)
+}
+
+/// Sensor geometry and CPU features for `count_frames`.
+struct Geometry {
+    w: usize,
+    h: usize,
+    w32: u32,
+    hw32: u32,
+    avx2: bool,
+}
+
+/// The frames of `frames_by_number_direct`: `buf` holds `bounds.len()` frames of
+/// `counts.len()` = 2·H·W floats; `counts` is all zero. False when an event is off the sensor.
+fn count_frames<C: Count>(
+    g: &Geometry,
+    buf: &mut [f32],
+    bounds: &[std::ops::Range<usize>],
+    counts: &mut [C],
+    [xc, yc, pc]: [Col<'_>; 3],
+) -> bool {
+    let mut on = [0u8; FRAME_BLOCK];
+    let mut idx = [0u32; FRAME_BLOCK];
+    // Pixels whose 8-bit counter wrapped (once per 256 events there), in this frame.
+    let mut wrapped: Vec<u32> = Vec::new();
+    for (frame, r) in buf.chunks_exact_mut(counts.len()).zip(bounds) {
+        let mut s = r.start;
+        while s < r.end {
+            let e = (s + FRAME_BLOCK).min(r.end);
+            let (on, idx) = (&mut on[..e - s], &mut idx[..e - s]);
+            pc.on_flags(g.avx2, s, on);
+            macro_rules! same {
+                ($($v:ident),*) => {
+                    match (xc, yc) {
+                        $((Col::$v(xs), Col::$v(ys)) => {
+                            index_block_any(g.avx2, &xs[s..e], &ys[s..e], on, g.w32, g.hw32, idx)
+                        })*
+                        _ => return false,
+                    }
+                };
+            }
+            let (mx, my) = same!(B, I8, U8, I16, U16, I32, U32, I64, U64);
+            if mx as usize >= g.w || my as usize >= g.h {
+                return false;
+            }
+            for &k in idx.iter() {
+                // k < 2·H·W (x < W, y < H checked above), so this never skips.
+                if let Some(c) = counts.get_mut(k as usize)
+                    && c.inc()
+                {
+                    wrapped.push(k);
+                }
+            }
+            s = e;
+        }
+        flush_counts_any(g.avx2, frame, counts);
+        for &k in &wrapped {
+            if let Some(v) = frame.get_mut(k as usize) {
+                *v += 256.0; // exact: the frame has fewer than 2^24 events
+            }
+        }
+        wrapped.clear();
+    }
+    true
+}
+
+/// Events per block of the direct path: their pixel indices stay in L1.
+const FRAME_BLOCK: usize = 2048;
+
+thread_local! {
+    /// Per-pixel counts of one frame, reused across `to_frames` calls on one thread.
+    static FRAME_COUNTS: std::cell::RefCell<(Vec<u8>, Vec<u32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// SpikingJelly's `integrate_events_by_fixed_frames_number(.., 'number', ..)` on a canvas of the
+/// sensor's own size without post-processing, counted straight from the numpy columns in
+/// their own dtypes (x and y of one dtype): per block of events one pass turns p into ON
+/// flags, a second range-checks x and y and adds one at `on·H·W + y·W + x`; no converted copy
+/// of the columns.
+/// `None` when the inputs are outside this case (any event off the sensor, x and y of different
+/// dtypes, a dtype or layout the general path must judge, 2^24 or more events); the general path then decides, and
+/// produces the same frames or the same error (its twin: pytests compare both paths).
+/// Runs with the GIL held: the columns are borrowed from numpy arrays other threads could
+/// otherwise write meanwhile.
+pub(crate) fn frames_by_number_direct<'py>(
+    py: Python<'py>,
+    cols: [&Bound<'_, PyAny>; 4],
+    t_frames: usize,
+    sensor: SensorSize,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let [t, x, y, p] = cols;
+    let (w, h) = (sensor.width as usize, sensor.height as usize);
+    let cfg = FrameConfig {
+        t: t_frames,
+        slicing: Slicing::EventCount,
+        height: h,
+        width: w,
+        resize: Resize::None,
+        ..FrameConfig::default()
+    };
+    if cfg.validate().is_err() || w == 0 || h == 0 {
+        return Ok(None);
+    }
+    let (Some(tr), Some(xr), Some(yr), Some(pr)) =
+        (ColRo::new(t), ColRo::new(x), ColRo::new(y), ColRo::new(p))
+    else {
+        return Ok(None);
+    };
+    let (Some(tc), Some(xc), Some(yc), Some(pc)) = (tr.slice(), xr.slice(), yr.slice(), pr.slice())
+    else {
+        return Ok(None);
+    };
+    let n = xc.len();
+    // The general path refuses u64 timestamps / polarities above i64::MAX; leave those to it.
+    let wide = |c: Col<'_>| matches!(c, Col::U64(_));
+    if tc.len() != n || yc.len() != n || pc.len() != n || wide(tc) || wide(pc) || n >= 1 << 24 {
+        return Ok(None);
+    }
+    let plane = 2 * h * w;
+    if u32::try_from(plane).is_err() {
+        return Ok(None);
+    }
+    let np = py.import("numpy")?;
+    let out = np.call_method1("empty", ((t_frames, 2usize, h, w), np.getattr("float32")?))?;
+    let arr = out.cast::<numpy::PyArray4<f32>>()?;
+    let mut rw: PyReadwriteArray4<'_, f32> = arr.try_readwrite()?;
+    let buf = rw
+        .as_slice_mut()
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let geo = Geometry {
+        w,
+        h,
+        w32: w as u32,        // 2·H·W < 2^32 was checked
+        hw32: (h * w) as u32, //
+        avx2: has_avx2(),
+    };
+    let bounds = nmoco_frames::event_count_bounds(n, t_frames);
+    // 8-bit counters (a quarter of the cache footprint) unless the plane is large.
+    let narrow = plane <= 1 << 17;
+    let inside = FRAME_COUNTS.with(|cell| -> PyResult<bool> {
+        let mut fresh = (Vec::new(), Vec::new());
+        let mut guard = cell.try_borrow_mut();
+        let (c8, c32) = match guard.as_mut() {
+            Ok(g) => &mut **g,
+            Err(_) => &mut fresh,
+        };
+        /// Zeroed counters for one plane; a failed allocation is a MemoryError, not an abort.
+        fn zeroed<C: Count>(c: &mut Vec<C>, plane: usize) -> PyResult<&mut [C]> {
+            c.clear();
+            c.try_reserve_exact(plane).map_err(|e| {
+                pyo3::exceptions::PyMemoryError::new_err(format!("frame counters: {e}"))
+            })?;
+            c.resize(plane, C::default());
+            Ok(c.as_mut_slice())
+        }
+        let ok = if narrow {
+            count_frames(&geo, buf, &bounds, zeroed(c8, plane)?, [xc, yc, pc])
+        } else {
+            count_frames(&geo, buf, &bounds, zeroed(c32, plane)?, [xc, yc, pc])
+        };
+        if c32.capacity() > KEEP_EVENTS {
+            *c32 = Vec::new();
+        }
+        Ok(ok)
+    })?;
+    if !inside {
+        return Ok(None);
+    }
+    drop(rw);
+    Ok(Some(out))
+}
