@@ -49,6 +49,8 @@ pub fn install(verbosity: u8) {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colours for a person; none in a log file.
+                .with_ansi(tty)
                 .with_filter(filter),
         )
         .with(tty.then(|| {
@@ -126,7 +128,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CacheProgress {
         if let Some(pb) = slot.as_ref() {
             pb.set_position(done);
             if done >= total {
-                pb.finish();
+                // Cleared: the commands print what was built (and a bar left on screen would
+                // take the next printed line on its own).
+                pb.finish_and_clear();
                 *slot = None;
             }
         }
