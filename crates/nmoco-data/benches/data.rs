@@ -10,16 +10,7 @@ use nmoco_data::{CacheMode, DataConfig, Dataset, DatasetKind, Loader, LoaderConf
 
 fn setup() -> (tempfile::TempDir, DataConfig) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let scfg = nmoco_synth::SynthConfig {
-        classes: 4,
-        per_class: 4,
-        users: 2,
-        train_users: 1,
-        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
-        seed: 1,
-        ..Default::default()
-    };
-    nmoco_synth::generate(&scfg, dir.path()).expect("generate");
+    nmoco_synth::generate(&nmoco_synth::fixture::config(4, 4, 1), dir.path()).expect("generate");
     let mut cfg = DataConfig::for_dataset(DatasetKind::Synthetic, dir.path());
     cfg.cache_dir = Some(dir.path().join("cache"));
     (dir, cfg)

@@ -648,22 +648,7 @@ fn nmnist_train_test_folders() {
 #[test]
 fn synthetic_writer_to_loader_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let scfg = nmoco_synth::SynthConfig {
-        classes: 3,
-        per_class: 1,
-        users: 2,
-        train_users: 1,
-        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
-        sensor: SensorSize {
-            width: 32,
-            height: 32,
-        },
-        segment_us: (50_000, 60_000),
-        gap_us: (10_000, 12_000),
-        seed: 5,
-        ..Default::default()
-    };
-    let summary = nmoco_synth::generate(&scfg, dir.path()).unwrap();
+    let summary = nmoco_synth::fixture::tiny(dir.path(), 3, 1, 5).unwrap();
     let cfg = DataConfig {
         dataset: DatasetKind::Synthetic,
         root: dir.path().to_path_buf(),

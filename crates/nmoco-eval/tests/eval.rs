@@ -17,22 +17,7 @@ use nmoco_models::{
 };
 
 fn make_data(dir: &Path) {
-    let scfg = nmoco_synth::SynthConfig {
-        classes: 3,
-        per_class: 3,
-        users: 2,
-        train_users: 1,
-        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
-        sensor: nmoco_events::SensorSize {
-            width: 32,
-            height: 32,
-        },
-        segment_us: (50_000, 60_000),
-        gap_us: (10_000, 12_000),
-        seed: 5,
-        ..Default::default()
-    };
-    nmoco_synth::generate(&scfg, dir).unwrap();
+    nmoco_synth::fixture::tiny(dir, 3, 3, 5).unwrap();
 }
 
 fn tiny_backbone(width: usize) -> BackboneConfig {

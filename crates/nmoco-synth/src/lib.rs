@@ -31,6 +31,7 @@
 
 mod camera;
 mod config;
+pub mod fixture;
 mod generate;
 mod scene;
 

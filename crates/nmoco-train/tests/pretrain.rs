@@ -10,22 +10,7 @@ use nmoco_train::metrics::{self, Record};
 use nmoco_train::{Error, Observer, PretrainConfig, Silent, StepReport, pretrain};
 
 fn make_data(dir: &Path) {
-    let scfg = nmoco_synth::SynthConfig {
-        classes: 2,
-        per_class: 4,
-        users: 2,
-        train_users: 1,
-        lightings: nmoco_synth::Lighting::defaults()[..1].to_vec(),
-        sensor: nmoco_events::SensorSize {
-            width: 32,
-            height: 32,
-        },
-        segment_us: (50_000, 60_000),
-        gap_us: (10_000, 12_000),
-        seed: 3,
-        ..Default::default()
-    };
-    nmoco_synth::generate(&scfg, dir).unwrap();
+    nmoco_synth::fixture::tiny(dir, 2, 4, 3).unwrap();
 }
 
 fn tiny_backbone() -> BackboneConfig {
