@@ -19,6 +19,8 @@
 //! }
 //! ```
 
+pub mod bench;
+
 use std::ffi::{c_int, c_long};
 
 pub use mimalloc::MiMalloc;

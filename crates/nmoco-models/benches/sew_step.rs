@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
+use nmoco_alloc::bench::{cpu_s, env_usize, peak_rss_mb};
 use nmoco_models::{
     Backbone, BackboneConfig, BatchNorm, Classifier, Conv2d, NeuronConfig, Spiking, count_params,
     is_buffer,
@@ -30,42 +31,6 @@ use nmoco_models::{
 /// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
 #[global_allocator]
 static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Peak resident set size (VmHWM) in MB.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
-/// (assumes the usual 100 clock ticks per second). On a shared machine this is steadier than
-/// wall-clock time.
-fn cpu_s() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ut = f.get(11)?.parse::<f64>().ok()?;
-            let st = f.get(12)?.parse::<f64>().ok()?;
-            Some((ut + st) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

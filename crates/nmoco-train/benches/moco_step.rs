@@ -19,6 +19,7 @@
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor};
+use nmoco_alloc::bench::{env_usize, peak_rss_mb};
 use nmoco_models::BackboneConfig;
 use nmoco_train::{
     EncoderPair, LossKind, LossParams, MocoEncoder, OptimKind, OptimParams, Optimizer, Queue,
@@ -36,25 +37,6 @@ const B: usize = 16;
 const HW: usize = 64;
 const DIM: usize = 128;
 const K: usize = 4096;
-
-fn env_usize(k: &str, d: usize) -> usize {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// A view of `x` (`[T, B, 2, H, W]`): per sample a random h-flip and a wrapping shift of ±8 px.
 fn augment(x: &[f32], rng: &mut ChaCha8Rng) -> Vec<f32> {
