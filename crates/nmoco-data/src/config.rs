@@ -2,8 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use nmoco_frames::{AugmentConfig, FrameConfig, Resize};
+use nmoco_frames::{AugmentConfig, FrameConfig};
 use serde::{Deserialize, Serialize};
+
+use crate::datasets::spec;
 
 /// The supported datasets.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, Default)]
@@ -25,13 +27,7 @@ pub enum DatasetKind {
 impl DatasetKind {
     /// The snake_case name used in configs and cache folder names.
     pub fn name(&self) -> &'static str {
-        match self {
-            DatasetKind::Cifar10Dvs => "cifar10_dvs",
-            DatasetKind::Dvs128Gesture => "dvs128_gesture",
-            DatasetKind::NCaltech101 => "n_caltech101",
-            DatasetKind::NMnist => "n_mnist",
-            DatasetKind::Synthetic => "synthetic",
-        }
+        spec(self).name()
     }
 
     /// All kinds, in declaration order.
@@ -51,16 +47,9 @@ impl DatasetKind {
             .filter(|c| c.is_ascii_alphanumeric())
             .collect::<String>()
             .to_ascii_lowercase();
-        match k.as_str() {
-            "cifar10dvs" | "cifar10" | "cifardvs" => Some(DatasetKind::Cifar10Dvs),
-            "dvs128gesture" | "dvsgesture" | "gesture" | "dvs128" => {
-                Some(DatasetKind::Dvs128Gesture)
-            }
-            "ncaltech101" | "ncaltech" | "caltech101" => Some(DatasetKind::NCaltech101),
-            "nmnist" => Some(DatasetKind::NMnist),
-            "synthetic" | "synth" => Some(DatasetKind::Synthetic),
-            _ => None,
-        }
+        DatasetKind::ALL
+            .into_iter()
+            .find(|kind| spec(kind).aliases().contains(&k.as_str()))
     }
 }
 
@@ -154,25 +143,16 @@ impl Default for DataConfig {
 impl DataConfig {
     /// The literature's frame settings for `kind` (T = 16, equal event count): 128×128 for
     /// CIFAR10-DVS, DVS128 Gesture and the synthetic set; N-Caltech101 integrated at 180×240
-    /// and area-resized to 128×128 ([`Resize::Pool`]); N-MNIST at 34×34. DVS128 Gesture
-    /// turns horizontal flips off (left/right gestures are different classes).
+    /// and area-resized to 128×128 ([`nmoco_frames::Resize::Pool`]); N-MNIST at 34×34, with
+    /// ±3 px translations. DVS128 Gesture and the synthetic set turn horizontal flips off
+    /// (left/right motions are different classes). Each dataset's module holds its settings.
     pub fn for_dataset(kind: DatasetKind, root: impl AsRef<Path>) -> Self {
         let mut cfg = DataConfig {
             dataset: kind.clone(),
             root: root.as_ref().to_path_buf(),
             ..Default::default()
         };
-        match kind {
-            DatasetKind::NCaltech101 => cfg.frames.resize = Resize::Pool,
-            DatasetKind::NMnist => {
-                cfg.frames.height = 34;
-                cfg.frames.width = 34;
-                cfg.augment.translate_px = 3;
-            }
-            // Left/right (and clockwise/anticlockwise) motions are different classes.
-            DatasetKind::Dvs128Gesture | DatasetKind::Synthetic => cfg.augment.hflip = false,
-            _ => {}
-        }
+        spec(&kind).literature_defaults(&mut cfg);
         cfg
     }
 

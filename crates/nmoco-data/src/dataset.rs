@@ -10,7 +10,7 @@ use nmoco_frames::{Frames, Resize};
 use rayon::prelude::*;
 
 use crate::cache::Cache;
-use crate::config::{DataConfig, DatasetKind, Split};
+use crate::config::{DataConfig, Split};
 use crate::error::Error;
 use crate::index::{Index, Sample, index_root};
 use crate::source::{self, Decoding};
@@ -326,11 +326,7 @@ fn warn_on_canvas_mismatch(cfg: &DataConfig, sensor: SensorSize) {
             "frames.resize is none and the frame size differs from the sensor: events are cropped or zero-padded (see DataConfig::for_dataset)"
         );
     }
-    if matches!(
-        cfg.dataset,
-        DatasetKind::Dvs128Gesture | DatasetKind::Synthetic
-    ) && cfg.augment.hflip
-    {
+    if crate::datasets::spec(&cfg.dataset).mirror_changes_class() && cfg.augment.hflip {
         tracing::warn!(
             dataset = ?cfg.dataset,
             "horizontal flips are on, but this dataset's left/right motions are different classes"

@@ -29,6 +29,7 @@
 pub mod cache;
 mod config;
 mod dataset;
+mod datasets;
 mod error;
 pub mod gesture;
 mod index;
@@ -38,10 +39,11 @@ pub mod split;
 
 pub use config::{CifarSplit, DataConfig, DatasetKind, Split};
 pub use dataset::{CacheMode, Dataset, PROGRESS_TARGET};
+pub use datasets::cifar10_dvs::{CIFAR10_CLASSES, cifar_flip};
+pub use datasets::n_caltech101::{NCALTECH_BACKGROUND, shift_to_zero};
 pub use error::Error;
 pub use index::{
-    CIFAR10_CLASSES, Index, IndexOptions, NCALTECH_BACKGROUND, Published, RootReport, Sample,
-    Segment, check_root, check_root_with, expected_layout, index_root, published,
+    Index, IndexOptions, Published, RootReport, Sample, Segment, check_root, check_root_with,
+    expected_layout, index_root, published,
 };
 pub use loader::{Batch, Loader, LoaderConfig, Views, epoch_order, num_batches, sample_seed};
-pub use source::{cifar_flip, shift_to_zero};
