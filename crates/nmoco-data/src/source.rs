@@ -90,3 +90,36 @@ pub fn integrate(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatasetKind;
+
+    /// The cache folder name hashes this value: it must not change for an unchanged config.
+    #[test]
+    fn hash_value_is_stable() {
+        let v = |dataset, cifar_flip, ncaltech_shift_to_zero| {
+            Decoding::new(&DataConfig {
+                dataset,
+                cifar_flip,
+                ncaltech_shift_to_zero,
+                ..DataConfig::default()
+            })
+            .hash_value()
+            .to_string()
+        };
+        assert_eq!(
+            v(DatasetKind::Cifar10Dvs, true, true),
+            r#"{"cifar_flip":true,"dataset":"cifar10_dvs","ncaltech_shift_to_zero":false}"#
+        );
+        assert_eq!(
+            v(DatasetKind::NCaltech101, true, true),
+            r#"{"cifar_flip":false,"dataset":"n_caltech101","ncaltech_shift_to_zero":true}"#
+        );
+        assert_eq!(
+            v(DatasetKind::Synthetic, true, false),
+            r#"{"cifar_flip":false,"dataset":"synthetic","ncaltech_shift_to_zero":false}"#
+        );
+    }
+}

@@ -81,3 +81,92 @@ pub(crate) fn spec(kind: &DatasetKind) -> &'static dyn DatasetSpec {
         DatasetKind::Synthetic => &synthetic::Synthetic,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nmoco_frames::Resize;
+
+    use super::*;
+
+    #[test]
+    fn names_and_spellings_map_back_to_their_kind() {
+        let names: Vec<&str> = DatasetKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "cifar10_dvs",
+                "dvs128_gesture",
+                "n_caltech101",
+                "n_mnist",
+                "synthetic"
+            ]
+        );
+        for k in DatasetKind::ALL {
+            assert_eq!(DatasetKind::parse(k.name()), Some(k.clone()));
+            for a in spec(&k).aliases() {
+                assert_eq!(DatasetKind::parse(a), Some(k.clone()), "{a}");
+            }
+        }
+        for (s, k) in [
+            ("cifar10-dvs", DatasetKind::Cifar10Dvs),
+            ("DVS128-Gesture", DatasetKind::Dvs128Gesture),
+            ("gesture", DatasetKind::Dvs128Gesture),
+            ("ncaltech101", DatasetKind::NCaltech101),
+            ("nmnist", DatasetKind::NMnist),
+            ("synth", DatasetKind::Synthetic),
+        ] {
+            assert_eq!(DatasetKind::parse(s), Some(k), "{s}");
+        }
+        assert_eq!(DatasetKind::parse("mnist"), None);
+    }
+
+    #[test]
+    fn literature_defaults_per_dataset() {
+        let d = |k| DataConfig::for_dataset(k, "/r");
+        let c = d(DatasetKind::Cifar10Dvs);
+        assert!(c.augment.hflip);
+        assert_eq!((c.frames.height, c.frames.width), (128, 128));
+        assert_eq!(c.frames.resize, DataConfig::default().frames.resize);
+        assert_eq!(d(DatasetKind::NCaltech101).frames.resize, Resize::Pool);
+        let m = d(DatasetKind::NMnist);
+        assert_eq!((m.frames.height, m.frames.width), (34, 34));
+        assert_eq!(m.augment.translate_px, 3);
+        for k in [DatasetKind::Dvs128Gesture, DatasetKind::Synthetic] {
+            assert!(!d(k.clone()).augment.hflip);
+            assert!(spec(&k).mirror_changes_class());
+        }
+        assert!(!spec(&DatasetKind::NMnist).mirror_changes_class());
+    }
+
+    #[test]
+    fn conventions_belong_to_their_dataset() {
+        let cfg = |k| DataConfig {
+            dataset: k,
+            cifar_flip: true,
+            ncaltech_shift_to_zero: true,
+            ..DataConfig::default()
+        };
+        let conv = |k: DatasetKind| spec(&k).conventions(&cfg(k.clone()));
+        assert_eq!(
+            conv(DatasetKind::Cifar10Dvs),
+            Conventions {
+                cifar_flip: true,
+                shift_to_zero: false
+            }
+        );
+        assert_eq!(
+            conv(DatasetKind::NCaltech101),
+            Conventions {
+                cifar_flip: false,
+                shift_to_zero: true
+            }
+        );
+        for k in [
+            DatasetKind::Dvs128Gesture,
+            DatasetKind::NMnist,
+            DatasetKind::Synthetic,
+        ] {
+            assert_eq!(conv(k), Conventions::default());
+        }
+    }
+}
