@@ -16,7 +16,10 @@ use crate::index::{Index, Sample, index_root};
 use crate::source::{self, Decoding};
 
 /// The tracing target of cache-building progress events (fields `done`, `total`, `split`,
-/// `dataset`); the CLI turns them into a progress bar.
+/// `dataset`): one `info` event when a build starts (`done = 0`) and one when it ends
+/// (`done = total`), and `debug` events at every twentieth of the way in between. The CLI
+/// turns them into a progress bar (its progress layer must accept `debug` on this target to
+/// see the steps in between).
 pub const PROGRESS_TARGET: &str = "nmoco_data::progress";
 
 /// How [`Dataset::open_with`] treats the frame cache.
@@ -150,6 +153,7 @@ impl Dataset {
             dir = %cache.dir.display(),
             "building frame cache"
         );
+        let started = std::time::Instant::now();
         let done = AtomicUsize::new(0);
         let step = (total / 20).max(1);
         let groups: Vec<(&PathBuf, Vec<&Sample>)> = groups.into_iter().collect();
@@ -162,8 +166,8 @@ impl Dataset {
                         let f = self.integrate(&ev, s)?;
                         cache.write(s, &f)?;
                         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                        if d.is_multiple_of(step) || d == total {
-                            tracing::info!(
+                        if d.is_multiple_of(step) && d < total {
+                            tracing::debug!(
                                 target: PROGRESS_TARGET,
                                 done = d,
                                 total,
@@ -175,7 +179,17 @@ impl Dataset {
                     }
                     Ok(())
                 })
-        })
+        })?;
+        tracing::info!(
+            target: PROGRESS_TARGET,
+            done = total,
+            total,
+            split = self.split.name(),
+            dataset = self.cfg.dataset.name(),
+            seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+            "frame cache built"
+        );
+        Ok(())
     }
 
     fn integrate(&self, file_events: &nmoco_events::Events, s: &Sample) -> Result<Frames, Error> {
