@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use nmoco_alloc::bench::cpu_s;
 use nmoco_conv::SparseThresholds;
 
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
@@ -17,28 +18,19 @@ use nmoco_conv::SparseThresholds;
 #[global_allocator]
 static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
-/// Process CPU time in clock ticks (1/100 s on Linux), if readable.
-fn cpu_ticks() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = s.get(s.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 fn time<R>(name: &str, iters: usize, mut f: impl FnMut() -> Result<R>) -> Result<()> {
     std::hint::black_box(f()?);
-    let c0 = cpu_ticks();
+    let c0 = cpu_s();
     let t0 = Instant::now();
     for _ in 0..iters {
         std::hint::black_box(f()?);
     }
     let wall = t0.elapsed().as_secs_f64() * 1e3 / iters as f64;
-    match (c0, cpu_ticks()) {
-        (Some(a), Some(b)) => {
-            let cpu = (b - a) as f64 * 10.0 / iters as f64;
-            println!("{name:44} wall {wall:8.1} ms   cpu {cpu:8.1} ms");
-        }
-        _ => println!("{name:44} wall {wall:8.1} ms   cpu n/a"),
+    let cpu = (cpu_s() - c0) * 1e3 / iters as f64;
+    if cpu.is_finite() {
+        println!("{name:44} wall {wall:8.1} ms   cpu {cpu:8.1} ms");
+    } else {
+        println!("{name:44} wall {wall:8.1} ms   cpu n/a");
     }
     Ok(())
 }
