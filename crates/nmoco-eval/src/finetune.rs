@@ -21,7 +21,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use nmoco_data::{Dataset, Loader, LoaderConfig, Views};
 use nmoco_models::{Backbone, BackboneConfig, Classifier, is_buffer};
-use nmoco_optim::{OptimKind, OptimParams, Optimizer};
+use nmoco_optim::{OptimKeys, OptimKind, OptimParams, Optimizer};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -76,17 +76,31 @@ pub enum AugmentPolicy {
     FlipTrivialAugment,
 }
 
+/// The `[finetune]` keys that [`OptimParams::check`] validates (β1, β2 and ε are not settable:
+/// the defaults).
+const OPTIM_KEYS: OptimKeys = OptimKeys {
+    lr: "finetune.lr",
+    momentum: "finetune.momentum",
+    weight_decay: "finetune.weight_decay",
+    nesterov: "finetune.nesterov",
+    beta1: "finetune.beta1",
+    beta2: "finetune.beta2",
+    eps: "finetune.eps",
+    grad_clip: "finetune.grad_clip",
+};
+
 impl Default for FinetuneConfig {
     /// SEW-ResNet's recipe (method.md): SGD lr 0.01, momentum 0.9, cosine.
     fn default() -> Self {
+        let p = OptimParams::default();
         Self {
             epochs: 10,
             batch_size: 32,
-            optimizer: OptimKind::Sgd,
+            optimizer: p.kind,
             lr: 0.01,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
+            momentum: p.momentum,
+            weight_decay: p.weight_decay,
+            nesterov: p.nesterov,
             warmup_epochs: 0.0,
             label_smoothing: 0.0,
             label_fraction: 1.0,
@@ -153,9 +167,9 @@ impl FinetuneConfig {
                 format!("must be in [0, 1), got {}", self.label_smoothing),
             );
         }
-        if self.lr.is_nan() || self.lr <= 0.0 {
-            return bad("finetune.lr", format!("must be > 0, got {}", self.lr));
-        }
+        self.optim_params()
+            .check(self.lr, self.grad_clip, &OPTIM_KEYS)
+            .or_else(|e| bad(e.key, format!("must be {}, got {}", e.allowed, e.value)))?;
         for (key, v) in [
             ("finetune.warmup_lr", self.warmup_lr),
             ("finetune.min_lr", self.min_lr),
@@ -184,6 +198,17 @@ impl FinetuneConfig {
             );
         }
         Ok(())
+    }
+
+    /// The optimizer's hyper-parameters (AdamW's β1, β2, ε: [`OptimParams::default`]'s).
+    pub fn optim_params(&self) -> OptimParams {
+        OptimParams {
+            kind: self.optimizer,
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            nesterov: self.nesterov,
+            ..OptimParams::default()
+        }
     }
 
     /// Learning rate at `step` (0-based) with `steps_per_epoch` steps per epoch: linear warm-up
@@ -355,18 +380,7 @@ pub fn finetune(
         .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = Optimizer::new(
-        params,
-        OptimParams {
-            kind: cfg.optimizer,
-            momentum: cfg.momentum,
-            weight_decay: cfg.weight_decay,
-            nesterov: cfg.nesterov,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        },
-    );
+    let mut opt = Optimizer::new(params, cfg.optim_params());
     let train = if cfg.label_fraction < 1.0 {
         // The stratified split's held-out part has the requested fraction of each class.
         let (_, keep) =
@@ -624,6 +638,59 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+
+    #[test]
+    fn optimizer_settings_are_validated_under_their_keys() {
+        let key = |cfg: FinetuneConfig| match cfg.validate() {
+            Err(Error::Config { key, message }) => Some((key, message)),
+            _ => None,
+        };
+        assert_eq!(key(FinetuneConfig::default()), None);
+        assert_eq!(key(FinetuneConfig::spikformer()), None);
+        let (k, m) = key(FinetuneConfig {
+            lr: 0.0,
+            ..FinetuneConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (k, m.as_str()),
+            ("finetune.lr", "must be a finite number > 0, got 0")
+        );
+        let bad = [
+            (
+                "finetune.momentum",
+                FinetuneConfig {
+                    momentum: 1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "finetune.weight_decay",
+                FinetuneConfig {
+                    weight_decay: -1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "finetune.nesterov",
+                FinetuneConfig {
+                    momentum: 0.0,
+                    nesterov: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "finetune.grad_clip",
+                FinetuneConfig {
+                    grad_clip: Some(0.0),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (want, cfg) in bad {
+            assert_eq!(key(cfg).map(|(k, _)| k), Some(want));
+        }
     }
 
     #[test]

@@ -3,14 +3,18 @@
 //!
 //! - [`Optimizer`]: SGD (momentum, weight decay, Nesterov) and AdamW with PyTorch's update
 //!   formulas, gradient clipping by global norm, and a name-keyed state for checkpoints.
+//! - [`OptimParams`]: the hyper-parameters and their one validation ([`OptimParams::check`]),
+//!   used by the pre-training and the fine-tuning configs under their own keys ([`OptimKeys`]).
 //! - [`lr_at`]: linear warm-up, then cosine decay to zero.
 
 #![forbid(unsafe_code)]
 
 mod optim;
+mod params;
 mod schedule;
 
-pub use optim::{OptimKind, OptimParams, Optimizer};
+pub use optim::Optimizer;
+pub use params::{InvalidSetting, OptimKeys, OptimKind, OptimParams};
 pub use schedule::lr_at;
 
 /// Errors of the optimizers.

@@ -5,32 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
-use serde::{Deserialize, Serialize};
 
+use crate::params::{OptimKind, OptimParams};
 use crate::{Error, Result};
-
-/// Which optimizer (config `optim.kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimKind {
-    #[default]
-    Sgd,
-    #[serde(rename = "adamw")]
-    AdamW,
-}
-
-/// Hyper-parameters shared by both optimizers (the learning rate is passed per step).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OptimParams {
-    pub kind: OptimKind,
-    /// SGD momentum μ.
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub nesterov: bool,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-}
 
 /// An optimizer over named variables. The state (momentum buffers or Adam moments) is keyed
 /// by variable name so it can be checkpointed.

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::loss::{LossKind, LossParams};
 use crate::momentum::MomentumSchedule;
-use nmoco_optim::{OptimKind, OptimParams};
+use nmoco_optim::{OptimKeys, OptimKind, OptimParams};
 
 /// Environment variable consulted when the config leaves `data.root` unset.
 pub const DATA_ROOT_ENV: &str = "NMOCO_DATA_ROOT";
@@ -262,17 +262,30 @@ pub struct OptimConfig {
     pub batch_size: usize,
 }
 
+/// The `[optim]` keys that [`OptimParams::check`] validates.
+const OPTIM_KEYS: OptimKeys = OptimKeys {
+    lr: "optim.lr",
+    momentum: "optim.momentum",
+    weight_decay: "optim.weight_decay",
+    nesterov: "optim.nesterov",
+    beta1: "optim.beta1",
+    beta2: "optim.beta2",
+    eps: "optim.eps",
+    grad_clip: "optim.grad_clip",
+};
+
 impl Default for OptimConfig {
     fn default() -> Self {
+        let p = OptimParams::default();
         Self {
-            kind: OptimKind::Sgd,
+            kind: p.kind,
             lr: 0.03,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            nesterov: false,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
+            momentum: p.momentum,
+            weight_decay: p.weight_decay,
+            nesterov: p.nesterov,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
             warmup_epochs: 0.0,
             grad_clip: None,
             batch_size: 32,
@@ -592,49 +605,14 @@ impl PretrainConfig {
         if !(0.0..=1.0).contains(&mc.lambda) {
             return Err(invalid("moco.lambda", mc.lambda, "a number in [0, 1]"));
         }
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
-            return Err(invalid("optim.lr", o.lr, "a finite number > 0"));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(invalid("optim.momentum", o.momentum, "a number in [0, 1)"));
-        }
-        if o.nesterov && o.momentum == 0.0 {
-            return Err(invalid(
-                "optim.nesterov",
-                o.nesterov,
-                "false when optim.momentum = 0",
-            ));
-        }
-        if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
-            return Err(invalid(
-                "optim.weight_decay",
-                o.weight_decay,
-                "a finite number >= 0",
-            ));
-        }
-        if !(0.0..1.0).contains(&o.beta1) {
-            return Err(invalid("optim.beta1", o.beta1, "a number in [0, 1)"));
-        }
-        if !(0.0..1.0).contains(&o.beta2) {
-            return Err(invalid("optim.beta2", o.beta2, "a number in [0, 1)"));
-        }
-        if o.eps.is_nan() || o.eps <= 0.0 {
-            return Err(invalid("optim.eps", o.eps, "a number > 0"));
-        }
+        self.optim_params()
+            .check(o.lr, o.grad_clip, &OPTIM_KEYS)
+            .map_err(|e| invalid(e.key, e.value, e.allowed))?;
         if !(o.warmup_epochs >= 0.0 && o.warmup_epochs <= r.epochs as f64) {
             return Err(invalid(
                 "optim.warmup_epochs",
                 o.warmup_epochs,
                 format!("a number in [0, run.epochs = {}]", r.epochs),
-            ));
-        }
-        if let Some(c) = o.grad_clip
-            && !(c > 0.0 && c.is_finite())
-        {
-            return Err(invalid(
-                "optim.grad_clip",
-                c,
-                "a finite number > 0 (or leave it out)",
             ));
         }
         let mo = &self.monitor;
