@@ -62,7 +62,7 @@ pub fn knn_scores(
         let q = qn.select(&idx).to_tensor(&dev)?;
         let sims = q.matmul(&bank_t.t()?)?.to_vec2::<f32>()?;
         for (r, row) in sims.iter().enumerate() {
-            let nearest = crate::metrics::top_k(row, k);
+            let nearest = crate::accuracy::top_k(row, k);
             let scores = &mut out[(start + r) * classes..(start + r + 1) * classes];
             for j in nearest {
                 let label = bank_labels[j];
@@ -114,7 +114,7 @@ mod tests {
         let q = Features::new(q.to_vec(), q.len() / 2, 2).unwrap();
         let s = knn_scores(&bank, labels, &q, classes, &KnnConfig { k, t }).unwrap();
         s.chunks(classes)
-            .map(|row| crate::metrics::top_k(row, 1)[0])
+            .map(|row| crate::accuracy::top_k(row, 1)[0])
             .collect()
     }
 
@@ -130,7 +130,7 @@ mod tests {
             let qf = Features::new(q.to_vec(), 3, 2).unwrap();
             knn_scores(&b, &labels, &qf, 3, &KnnConfig { k: 2, t: 0.1 }).unwrap()
         };
-        let m = crate::metrics::evaluate(&scores, 3, &[0, 1, 1]).unwrap();
+        let m = crate::accuracy::evaluate(&scores, 3, &[0, 1, 1]).unwrap();
         assert!((m.top1 - 2.0 / 3.0).abs() < 1e-12);
         // With k = 5 and a low temperature the single closest neighbour still dominates.
         assert_eq!(predict(&bank, &labels, &q[4..6], 3, 5, 0.01), vec![2]);

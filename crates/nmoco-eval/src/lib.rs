@@ -6,24 +6,24 @@
 
 #![forbid(unsafe_code)]
 
-pub mod checkpoint;
+pub mod accuracy;
 pub mod features;
 pub mod finetune;
 pub mod knn;
 pub mod linear;
-pub mod metrics;
+pub mod pretrained;
 pub mod probe;
 pub mod report;
 pub mod run_dir;
 
 use std::path::PathBuf;
 
-pub use checkpoint::{EncoderCheckpoint, locate};
+pub use accuracy::{Metrics, evaluate, top_k};
 pub use features::Features;
 pub use finetune::{FinetuneConfig, FinetuneOutcome, FinetuneProgress, finetune};
 pub use knn::{KnnConfig, knn_scores};
 pub use linear::{LinearConfig, LinearModel, Selection, fit, fit_with_selection};
-pub use metrics::{Metrics, evaluate, top_k};
+pub use pretrained::{EncoderCheckpoint, locate};
 pub use probe::{ProbeConfig, ProbeOutcome, SplitFeatures, probe};
 pub use report::{Report, SplitSizes};
 pub use run_dir::RunPaths;

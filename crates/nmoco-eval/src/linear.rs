@@ -111,7 +111,7 @@ pub fn fit_with_selection(
         let mut best = (f64::NEG_INFINITY, cfg.weight_decays[0]);
         for &wd in &cfg.weight_decays {
             let m = fit(&xtr, &ltr, classes, wd, cfg)?;
-            let acc = crate::metrics::evaluate(&m.scores(&xva)?, classes, &lva)?.top1;
+            let acc = crate::accuracy::evaluate(&m.scores(&xva)?, classes, &lva)?.top1;
             tracing::debug!(weight_decay = wd, val_top1 = acc, "probe candidate");
             val_top1.push((wd, acc));
             // Ties go to the larger weight decay (the simpler model).
@@ -344,7 +344,7 @@ mod tests {
         let (x, y) = blobs(30, 4, 8, 0.3, 1);
         let cfg = LinearConfig::default();
         let (m, sel) = fit_with_selection(&x, &y, 4, &cfg).unwrap();
-        let acc = crate::metrics::evaluate(&m.scores(&x).unwrap(), 4, &y)
+        let acc = crate::accuracy::evaluate(&m.scores(&x).unwrap(), 4, &y)
             .unwrap()
             .top1;
         assert!(acc > 0.99, "train accuracy {acc}");

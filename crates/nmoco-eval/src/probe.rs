@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use crate::accuracy::{Metrics, evaluate};
 use crate::features::{Features, time_mean_features};
 pub use crate::features::{Progress, SplitFeatures};
 use crate::knn::{KnnConfig, knn_scores};
 use crate::linear::{LinearConfig, Selection, fit_with_selection};
-use crate::metrics::{Metrics, evaluate};
 
 /// Settings of the probe protocols.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

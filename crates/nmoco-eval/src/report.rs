@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::metrics::Metrics;
+use crate::accuracy::Metrics;
 
 /// Sizes of the splits an evaluation used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

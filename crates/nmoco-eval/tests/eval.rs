@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use nmoco_data::{DataConfig, Dataset, DatasetKind, Split};
-use nmoco_eval::checkpoint::{check_compatible, load_backbone, locate};
+use nmoco_eval::pretrained::{check_compatible, load_backbone, locate};
 use nmoco_eval::probe::{ProbeConfig, feature_key, features_cached};
 use nmoco_eval::{Error, FinetuneConfig, Report, SplitSizes, finetune, probe};
 use nmoco_frames::Resize;

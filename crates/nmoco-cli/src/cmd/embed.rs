@@ -144,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let (cfg, backbone, head) = match (&args.checkpoint, &args.init_from) {
         (Some(ck), _) => {
-            let ckpt = nmoco_eval::checkpoint::locate(ck).map_err(anyhow::Error::from)?;
+            let ckpt = nmoco_eval::pretrained::locate(ck).map_err(anyhow::Error::from)?;
             let backbone = Backbone::new(&ckpt.backbone, vb.pp("backbone"))?;
             let head = if args.head {
                 let (hh, ho) = head_sizes(&ckpt.config_path)?;

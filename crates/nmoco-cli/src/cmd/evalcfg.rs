@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use nmoco_data::{DataConfig, Dataset, DatasetKind, Split};
-use nmoco_eval::checkpoint::{EncoderCheckpoint, check_compatible, locate};
+use nmoco_eval::pretrained::{EncoderCheckpoint, check_compatible, locate};
 use nmoco_eval::{FinetuneConfig, ProbeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -89,7 +89,7 @@ fn import_run(path: &Path, preset: Option<&str>, data: &DataConfig) -> anyhow::R
     eprintln!(
         "imported {} ({}) into {}",
         path.display(),
-        nmoco_eval::checkpoint::arch_name(&cfg),
+        nmoco_eval::pretrained::arch_name(&cfg),
         dir.display()
     );
     Ok(weights)
@@ -192,7 +192,7 @@ pub fn setup(
     eprintln!(
         "checkpoint {} ({}), dataset {} at {}: {} train / {} test samples, {} classes",
         ckpt.weights.display(),
-        nmoco_eval::checkpoint::arch_name(&ckpt.backbone),
+        nmoco_eval::pretrained::arch_name(&ckpt.backbone),
         dataset_name(&cfg.data.dataset),
         cfg.data.root.display(),
         train.len(),

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Target::Spikingjelly = args.to;
     let (cfg, all, source) = match (&args.checkpoint, args.random_init) {
         (Some(ck), _) => {
-            let ckpt = nmoco_eval::checkpoint::locate(ck).map_err(anyhow::Error::from)?;
+            let ckpt = nmoco_eval::pretrained::locate(ck).map_err(anyhow::Error::from)?;
             let all = candle_core::safetensors::load(&ckpt.weights, &candle_core::Device::Cpu)
                 .with_context(|| format!("cannot read {}", ckpt.weights.display()))?;
             (ckpt.backbone, all, ckpt.weights)
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "wrote {} tensors ({}) to {} (first conv: {first}.weight); see docs/interop.md to load it",
         out.len(),
-        nmoco_eval::checkpoint::arch_name(&cfg),
+        nmoco_eval::pretrained::arch_name(&cfg),
         args.out.display()
     );
     Ok(())

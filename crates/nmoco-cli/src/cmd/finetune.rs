@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::DatasetKind;
-use nmoco_eval::checkpoint::arch_name;
+use nmoco_eval::pretrained::arch_name;
 use nmoco_eval::{FinetuneConfig, FinetuneProgress, Report, SplitSizes, finetune};
 use nmoco_models::BackboneConfig;
 

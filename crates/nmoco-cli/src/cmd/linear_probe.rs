@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::Split;
-use nmoco_eval::checkpoint::{arch_name, load_backbone};
+use nmoco_eval::pretrained::{arch_name, load_backbone};
 use nmoco_eval::probe::{ProbeOutcome, calibrate_bn, feature_key, features_cached, probe};
 use nmoco_eval::{Report, SplitSizes};
 
