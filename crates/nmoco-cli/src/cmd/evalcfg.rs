@@ -136,7 +136,7 @@ pub fn setup(
             // config's own `[data]` table on top.
             let mut data = toml::Value::try_from(&nmoco_train::PretrainConfig::default().data)?;
             if let Some(own) = table.get("data") {
-                merge(&mut data, own.clone());
+                nmoco_config::merge(&mut data, own.clone());
             }
             let data: DataConfig = data
                 .try_into()
@@ -150,7 +150,7 @@ pub fn setup(
     // (e.g. only `[data.augment]` ranges, or another `root`).
     let mut data = toml::Value::try_from(&ckpt.data)?;
     if let Some(own) = table.remove("data") {
-        merge(&mut data, own);
+        nmoco_config::merge(&mut data, own);
     }
     table.insert("data".into(), data);
     if !table.contains_key("finetune") {
@@ -160,7 +160,7 @@ pub fn setup(
         );
     }
     for s in &args.set {
-        nmoco_train::config::apply_override(&mut table, s)
+        nmoco_config::apply_override(&mut table, s)
             .map_err(anyhow::Error::from)
             .context("bad --set")?;
     }
@@ -206,23 +206,6 @@ pub fn setup(
         train,
         test,
     })
-}
-
-/// Overlay `top` on `base`: tables merge key by key, anything else replaces.
-pub fn merge(base: &mut toml::Value, top: toml::Value) {
-    match (base, top) {
-        (toml::Value::Table(b), toml::Value::Table(t)) => {
-            for (k, v) in t {
-                match b.get_mut(&k) {
-                    Some(slot) => merge(slot, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, t) => *b = t,
-    }
 }
 
 pub fn dataset_name(kind: &DatasetKind) -> String {
@@ -303,7 +286,7 @@ mod tests {
                 toml::Value::try_from(DataConfig::for_dataset(DatasetKind::Cifar10Dvs, "/data"))
                     .unwrap();
             if let Some(own) = t.remove("data") {
-                merge(&mut data, own);
+                nmoco_config::merge(&mut data, own);
             }
             t.insert("data".into(), data);
             let cfg: EvalConfig = toml::Value::Table(t)
@@ -338,15 +321,6 @@ mod tests {
             );
             assert!(dir.join(format!("{ft}.toml")).is_file());
         }
-    }
-
-    #[test]
-    fn merge_overlays_tables() {
-        let mut a: toml::Value = toml::from_str("[x]\na = 1\nb = 2\n[y]\nc = 3\n").unwrap();
-        let b: toml::Value = toml::from_str("[x]\nb = 5\nd = 6\n").unwrap();
-        merge(&mut a, b);
-        let want: toml::Value = toml::from_str("[x]\na = 1\nb = 5\nd = 6\n[y]\nc = 3\n").unwrap();
-        assert_eq!(a, want);
     }
 
     #[test]
