@@ -5,7 +5,8 @@
 //!   formulas, gradient clipping by global norm, and a name-keyed state for checkpoints.
 //! - [`OptimParams`]: the hyper-parameters and their one validation ([`OptimParams::check`]),
 //!   used by the pre-training and the fine-tuning configs under their own keys ([`OptimKeys`]).
-//! - [`lr_at`]: linear warm-up, then cosine decay to zero.
+//! - [`WarmupCosine`]: linear warm-up, then cosine decay to a floor; [`lr_at`], its case from
+//!   and to zero (pre-training).
 
 #![forbid(unsafe_code)]
 
@@ -15,7 +16,7 @@ mod schedule;
 
 pub use optim::Optimizer;
 pub use params::{InvalidSetting, OptimKeys, OptimKind, OptimParams};
-pub use schedule::lr_at;
+pub use schedule::{WarmupCosine, lr_at};
 
 /// Errors of the optimizers.
 #[non_exhaustive]

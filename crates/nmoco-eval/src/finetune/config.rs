@@ -2,7 +2,7 @@
 //! cool-down), label smoothing, mixup, augmentation policy, label fraction and validation part.
 
 use nmoco_frames::AugmentConfig;
-use nmoco_optim::{OptimKeys, OptimKind, OptimParams};
+use nmoco_optim::{OptimKeys, OptimKind, OptimParams, WarmupCosine};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -219,13 +219,14 @@ impl FinetuneConfig {
         if step >= main {
             return self.min_lr;
         }
-        let warm = (self.warmup_epochs * steps_per_epoch as f64).round() as usize;
-        if step < warm {
-            return self.warmup_lr + (self.lr - self.warmup_lr) * (step + 1) as f64 / warm as f64;
+        WarmupCosine {
+            peak: self.lr,
+            warmup_from: self.warmup_lr,
+            floor: self.min_lr,
+            warmup_steps: (self.warmup_epochs * steps_per_epoch as f64).round() as usize,
+            cosine_end: main,
         }
-        let span = main.saturating_sub(warm).max(1);
-        let p = ((step - warm) as f64 / span as f64).min(1.0);
-        self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        .at(step)
     }
 }
 
