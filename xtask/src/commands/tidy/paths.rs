@@ -111,7 +111,7 @@ fn paths_in(line: &str) -> Vec<(&str, &'static str)> {
             continue;
         }
         let path = word.trim_end_matches(['.', ',']);
-        if path.len() > prefix.len() || path == prefix.trim_end_matches('/') {
+        if path.len() > prefix.len() {
             out.push((path, *prefix));
         }
     }
