@@ -7,6 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::bn_coef::{batch_norm_coef, batch_norm_dgamma, batch_norm_input_grad_coef};
 use crate::error::ConvError;
 use crate::util::{cpu_f32, is_cpu_f32};
 
@@ -309,16 +310,12 @@ impl CustomOp3 for BnTrainOp {
         let x = cpu_f32(self.name(), "input", s1, l1)?;
         let gamma = cpu_f32(self.name(), "gamma", s2, l2)?;
         let beta = cpu_f32(self.name(), "beta", s3, l3)?;
-        let mut coef = AffineCoef {
-            a: vec![0.0; c],
+        let (a, d) = batch_norm_coef(gamma, beta, &self.mean, &self.invstd);
+        let coef = AffineCoef {
+            a,
             b: Vec::new(),
-            d: vec![0.0; c],
+            d,
         };
-        for ch in 0..c {
-            let scale = f64::from(gamma[ch]) * self.invstd[ch];
-            coef.a[ch] = scale as f32;
-            coef.d[ch] = (f64::from(beta[ch]) - f64::from(self.mean[ch]) * scale) as f32;
-        }
         let out = channel_affine_kernel(x, None, c, s, &coef);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -343,23 +340,14 @@ impl CustomOp3 for BnTrainOp {
             .to_vec2::<f32>()?;
         let m = (n * s).max(1) as f64;
         let dbeta: Vec<f32> = sums[0].clone();
-        let dgamma: Vec<f64> = (0..c)
-            .map(|ch| f64::from(sums[1][ch]) * self.invstd[ch])
-            .collect();
+        let sum_dy_xc: Vec<f64> = sums[1].iter().map(|&v| f64::from(v)).collect();
+        let dgamma = batch_norm_dgamma(&sum_dy_xc, &self.invstd);
         let dx = if x.track_op() {
             let g = gamma.to_vec1::<f32>()?;
-            let mut coef = AffineCoef {
-                a: vec![0.0; c],
-                b: vec![0.0; c],
-                d: vec![0.0; c],
-            };
-            for ch in 0..c {
-                let k = f64::from(g[ch]) * self.invstd[ch];
-                let bx = -k * self.invstd[ch] * dgamma[ch] / m;
-                coef.a[ch] = k as f32;
-                coef.b[ch] = bx as f32;
-                coef.d[ch] = (-k * f64::from(dbeta[ch]) / m - bx * f64::from(self.mean[ch])) as f32;
-            }
+            let sum_dy: Vec<f64> = dbeta.iter().map(|&v| f64::from(v)).collect();
+            let (a, b, d) =
+                batch_norm_input_grad_coef(&g, &self.mean, &self.invstd, &dgamma, &sum_dy, m);
+            let coef = AffineCoef { a, b, d };
             Some(dy.apply_op2_no_bwd(x, &Affine2Op(coef))?)
         } else {
             None

@@ -49,6 +49,7 @@
 //! ```
 
 mod bn;
+mod bn_coef;
 mod conv;
 mod cpu_conv;
 mod cuda_config;
@@ -62,6 +63,7 @@ pub use bn::{
     batch_norm_eval, batch_norm_eval_reference, batch_norm_train, batch_norm_train_reference,
     batch_stats, channel_affine, unbiased_var,
 };
+pub use bn_coef::{batch_norm_coef, batch_norm_dgamma, batch_norm_input_grad_coef};
 pub use conv::{
     conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, fold_batch_norm,
 };

@@ -15,11 +15,11 @@ use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 
 use crate::config::Params;
-use crate::error::SnnError;
-use crate::kernels::{
+use crate::cuda_variants::{
     KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KERNEL_POOL_BWD, KERNEL_POOL_FWD, KernelDtype,
     Variant, pool_module_name, pool_options, pool_source,
 };
+use crate::error::SnnError;
 use crate::nvrtc::Nvrtc;
 use crate::ops::t_n;
 

@@ -27,15 +27,16 @@ mod config;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod cuda_variants;
 mod error;
-pub mod kernels;
 mod layers;
 mod neuron;
 pub mod nvrtc;
 mod ops;
-mod pool;
 mod reference;
 mod surrogate;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// A zeroed `f32` buffer as the CPU ops allocate their outputs (huge-page advised on Linux).
 pub fn alloc_output(n: usize) -> Vec<f32> {
@@ -51,7 +52,9 @@ pub use cuda::{
 pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
 pub use neuron::{MultiStepNeuron, SingleStepNeuron};
-pub use ops::{bn_lif_multistep, lif_multistep, lif_multistep_bwd, plif_multistep};
-pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_ref};
+pub use ops::{
+    bn_lif_multistep, lif_multistep, lif_multistep_bwd, max_pool_3x3_s2, max_pool_3x3_s2_ref,
+    plif_multistep,
+};
 pub use reference::{lif_multistep_ref, plif_multistep_ref, spike_ref};
 pub use surrogate::Surrogate;

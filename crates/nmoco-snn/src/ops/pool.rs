@@ -12,8 +12,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu_f32;
 use crate::error::SnnError;
-use crate::ops::cpu_f32;
 
 /// Output size of the pool along a dimension of size `n`.
 fn out_len(n: usize) -> usize {
