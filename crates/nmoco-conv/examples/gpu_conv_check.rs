@@ -24,22 +24,19 @@
 //! (a dry run on a machine without a GPU; timing shapes are then shrunk).
 
 use std::fmt::Write as _;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use nmoco_conv::{
     CudaConvBackend, conv2d, conv2d_bias, conv2d_grad_input, conv2d_grad_weight, conv2d_reference,
     cuda_conv_config, cudnn_stats, set_cuda_conv_config,
 };
+use nmoco_testkit::{flat, median_ms};
 
+/// Spike-like (0/1, about 20 % ones) or uniform `[-1, 1)` test data from `seed`.
 fn rand_vec(n: usize, seed: u64, spikes: bool) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+    nmoco_testkit::rand_vec(n, 0.0, 1.0, seed)
+        .into_iter()
+        .map(|u| {
             if spikes {
                 f32::from(u8::from(u < 0.2))
             } else {
@@ -139,10 +136,6 @@ impl Mode {
         set_cuda_conv_config(c);
         Ok(())
     }
-}
-
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
 }
 
 /// max |a − b| / max |b| (b = twin); `inf` on a length mismatch or a non-finite value.
@@ -367,23 +360,6 @@ fn sew18_layers(n: usize, hw: usize) -> Vec<Layer> {
     ]
 }
 
-fn median_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<Tensor>) -> Result<f64> {
-    for _ in 0..2 {
-        f()?;
-    }
-    dev.synchronize()?;
-    let mut ts = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let t0 = Instant::now();
-        let out = f()?;
-        dev.synchronize()?;
-        ts.push(t0.elapsed().as_secs_f64() * 1e3);
-        drop(out);
-    }
-    ts.sort_by(f64::total_cmp);
-    Ok(ts[ts.len() / 2])
-}
-
 fn timing(dev: &Device, reps: usize, candle: bool) -> Result<String> {
     let (n, hw) = if dev.is_cuda() { (512, 128) } else { (2, 32) };
     let mut runs: Vec<(&str, DType, bool, CudaConvBackend)> = vec![
@@ -417,15 +393,15 @@ fn timing(dev: &Device, reps: usize, candle: bool) -> Result<String> {
             let dy = Tensor::from_vec(rand_vec(y.elem_count(), 13, false), y.dims().to_vec(), dev)?
                 .to_dtype(dt)?;
             drop(y);
-            let fwd = median_ms(dev, reps, || conv2d(&x, &w, stride, pad, 1))?;
+            let fwd = median_ms(dev, 2, reps, || conv2d(&x, &w, stride, pad, 1))?;
             let bwd_data = if name == "stem" {
                 0.0 // the network input gets no gradient
             } else {
-                median_ms(dev, reps, || {
+                median_ms(dev, 2, reps, || {
                     conv2d_grad_input(&dy, &w, &xd, stride, pad, 1)
                 })?
             };
-            let bwd_filter = median_ms(dev, reps, || {
+            let bwd_filter = median_ms(dev, 2, reps, || {
                 conv2d_grad_weight(&x, &dy, &wd, stride, pad, 1)
             })?;
             // Query forward + backward, key forward.

@@ -13,7 +13,9 @@
 
 use candle_core::{D, DType, Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
-use nmoco_snn::{MultiStepNeuron, NeuronConfig, NeuronImpl, NeuronKind};
+use nmoco_snn::{
+    MultiStepNeuron, NeuronConfig, NeuronImpl, NeuronKind, seq_apply, seq_fold, seq_unfold,
+};
 
 use crate::config::ConvInit;
 use crate::error::ModelError;
@@ -34,35 +36,6 @@ pub(crate) fn bad_input(layer: &'static str, x: &Tensor, reason: String) -> cand
         reason,
     }
     .into_candle()
-}
-
-/// Folds `[T, B, ...]` into `[T·B, ...]`.
-pub fn seq_fold(x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    if dims.len() < 2 {
-        return Err(bad_input("seq_fold", x, "need at least [T, B]".into()));
-    }
-    let mut out = Vec::with_capacity(dims.len() - 1);
-    out.push(dims[0] * dims[1]);
-    out.extend_from_slice(&dims[2..]);
-    x.reshape(out)
-}
-
-/// Unfolds `[T·B, ...]` into `[T, B, ...]`.
-pub fn seq_unfold(x: &Tensor, t: usize) -> Result<Tensor> {
-    let dims = x.dims();
-    if dims.is_empty() || t == 0 || !dims[0].is_multiple_of(t) {
-        return Err(bad_input(
-            "seq_unfold",
-            x,
-            format!("leading dim must be a multiple of T = {t}"),
-        ));
-    }
-    let mut out = Vec::with_capacity(dims.len() + 1);
-    out.push(t);
-    out.push(dims[0] / t);
-    out.extend_from_slice(&dims[1..]);
-    x.reshape(out)
 }
 
 /// 2-D convolution without bias on `[N, C, H, W]` (variable `weight`, `[C_out, C_in/groups, k, k]`).
@@ -143,8 +116,7 @@ impl Conv2d {
 
     /// Applies the convolution to `[T, B, C, H, W]` by folding time into the batch.
     pub fn forward_seq(&self, x: &Tensor) -> Result<Tensor> {
-        let t = x.dim(0)?;
-        seq_unfold(&self.forward(&seq_fold(x)?)?, t)
+        seq_apply(x, |x| self.forward(x))
     }
 }
 

@@ -84,9 +84,9 @@ pub use error::ModelError;
 pub use heads::{Classifier, ProjectionHead};
 pub use layers::{
     BatchNorm, Conv2d, Linear, Spiking, bn_lif_fusion, global_avg_pool, max_pool_3x3_s2,
-    record_spikes, seq_fold, seq_unfold, set_bn_lif_fusion,
+    record_spikes, set_bn_lif_fusion,
 };
-pub use nmoco_snn::NeuronConfig;
+pub use nmoco_snn::{NeuronConfig, seq_fold, seq_unfold};
 pub use params::{
     count_params, is_buffer, load_weights, save_weights, seeded_init, seeded_init_with,
     sorted_vars, var_shapes,

@@ -11,15 +11,7 @@ use nmoco_snn::{NeuronImpl, NeuronKind};
 const DEV: Device = Device::Cpu;
 
 fn rnd(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            lo + (hi - lo) * ((s >> 40) as f32 / (1u64 << 24) as f32)
-        })
-        .collect()
+    nmoco_testkit::rand_vec(n, lo, hi, seed)
 }
 
 struct Run {

@@ -14,13 +14,14 @@ const DEV: Device = Device::Cpu;
 /// Binary frames `[T, B, 2, H, W]` with about a quarter ones, deterministic.
 fn frames(t: usize, b: usize, hw: usize) -> Result<Tensor> {
     let n = t * b * 2 * hw * hw;
-    let mut s = 0x2545_f491_4f6c_dd1d_u64;
+    let mut rng = nmoco_testkit::XorShift::from_state(0x2545_f491_4f6c_dd1d);
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            if s.is_multiple_of(4) { 1.0 } else { 0.0 }
+            if rng.next_u64().is_multiple_of(4) {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     Tensor::from_vec(v, (t, b, 2, hw, hw), &DEV)

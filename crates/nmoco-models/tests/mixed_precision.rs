@@ -3,22 +3,26 @@
 //! variable in f32. candle's CPU matmul has no bf16, so the CPU runs the identical plumbing in
 //! f16; bf16 itself is compared on the GPU (`gpu_check`).
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use nmoco_models::{Backbone, BackboneConfig, NeuronConfig, SpikformerConfig, seeded_init};
+use nmoco_models::{Backbone, BackboneConfig, seeded_init};
 
-const DEV: Device = Device::Cpu;
+mod common;
+
+use common::{DEV, tiny_spikformer};
+use nmoco_testkit::Lcg;
 
 /// Binary event-like frames with about 30 % ones.
 fn frames(dims: &[usize], seed: u64) -> Result<Tensor> {
-    let mut s = seed.wrapping_mul(6364136223846793005) | 1;
+    let mut rng = Lcg::from_state(seed.wrapping_mul(Lcg::A) | 1);
     let n: usize = dims.iter().product();
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            if (s >> 40) % 10 < 3 { 1.0 } else { 0.0 }
+            if (rng.next_u64() >> 40) % 10 < 3 {
+                1.0
+            } else {
+                0.0
+            }
         })
         .collect();
     Tensor::from_vec(v, dims, &DEV)
@@ -36,20 +40,6 @@ fn rel_l2(a: &Tensor, b: &Tensor) -> Result<f32> {
     let d = (a - b)?.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
     let n = b.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt().max(1e-12);
     Ok(d / n)
-}
-
-fn tiny_spikformer() -> BackboneConfig {
-    BackboneConfig::Spikformer(SpikformerConfig {
-        in_channels: 2,
-        embed_dim: 32,
-        depth: 1,
-        heads: 4,
-        mlp_ratio: 2,
-        sps_pool: vec![false, false, true, true],
-        attn_threshold: 0.5,
-        attn_scale: 0.125,
-        neuron: NeuronConfig::default(),
-    })
 }
 
 /// Forward (train mode) and the gradients of `Σ y·g` in f32 and in bf16 from the same weights.

@@ -1,40 +1,16 @@
 //! Shapes, parameter arithmetic, names, checkpoints, gradients and BN statistics of the
 //! backbones, on tiny inputs.
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use nmoco_models::{
-    Backbone, BackboneConfig, BatchNorm, Classifier, Connect, NeuronConfig, ProjectionHead,
-    SpikformerConfig, connect, count_params, is_buffer, load_weights, max_pool_3x3_s2,
-    save_weights, seeded_init, var_shapes,
+    Backbone, BackboneConfig, BatchNorm, Classifier, Connect, ProjectionHead, connect,
+    count_params, is_buffer, load_weights, max_pool_3x3_s2, save_weights, seeded_init, var_shapes,
 };
 
-const DEV: Device = Device::Cpu;
+mod common;
 
-/// Deterministic values in [0, 1) (candle's CPU RNG cannot be seeded).
-fn lcg(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32) / ((1u64 << 24) as f32)
-        })
-        .collect()
-}
-
-/// Binary event-like frames with about `p` ones.
-fn frames(dims: &[usize], p: f32, seed: u64) -> Result<Tensor> {
-    let n = dims.iter().product();
-    let v: Vec<f32> = lcg(seed, n)
-        .into_iter()
-        .map(|u| if u < p { 1.0 } else { 0.0 })
-        .collect();
-    Tensor::from_vec(v, dims, &DEV)
-}
+use common::{DEV, frames, lcg, tiny_spikformer};
 
 fn build(cfg: &BackboneConfig, seed: u64) -> Result<(VarMap, Backbone)> {
     let varmap = VarMap::new();
@@ -42,20 +18,6 @@ fn build(cfg: &BackboneConfig, seed: u64) -> Result<(VarMap, Backbone)> {
     let net = Backbone::new(cfg, vb)?;
     seeded_init(&varmap, seed)?;
     Ok((varmap, net))
-}
-
-fn tiny_spikformer() -> BackboneConfig {
-    BackboneConfig::Spikformer(SpikformerConfig {
-        in_channels: 2,
-        embed_dim: 32,
-        depth: 1,
-        heads: 4,
-        mlp_ratio: 2,
-        sps_pool: vec![false, false, true, true],
-        attn_threshold: 0.5,
-        attn_scale: 0.125,
-        neuron: NeuronConfig::default(),
-    })
 }
 
 /// Runs enough train-mode passes for the running statistics to approach the batch statistics

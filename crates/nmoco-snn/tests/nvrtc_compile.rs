@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use nmoco_snn::kernels::{KERNELS, LIF_SRC, Variant};
+use nmoco_snn::cuda_variants::{KERNELS, LIF_SRC, Variant};
 use nmoco_snn::nvrtc::Nvrtc;
 use rayon::prelude::*;
 
 const ARCHS: [u32; 2] = [80, 90];
-const STATIC_TS: [u32; 2] = [8, nmoco_snn::kernels::MAX_STATIC_T];
+const STATIC_TS: [u32; 2] = [8, nmoco_snn::cuda_variants::MAX_STATIC_T];
 
 /// Per kernel: name, registers, spill store bytes, spill load bytes.
 type KernelStats = Vec<(String, u32, u32, u32)>;
@@ -209,7 +209,7 @@ fn a_broken_kernel_is_reported() {
 /// entry point the Rust side names.
 #[test]
 fn every_pool_variant_compiles() {
-    use nmoco_snn::kernels::{
+    use nmoco_snn::cuda_variants::{
         KernelDtype, POOL_KERNELS, POOL_SRC, pool_module_name, pool_options, pool_source,
     };
     let nvrtc = match Nvrtc::load() {

@@ -3,49 +3,14 @@
 
 mod common;
 
-use candle_core::{Result, Tensor, Var};
-use common::{all_configs, flat, rand_tensor, rel_err};
-use nmoco_snn::{
-    NeuronConfig, NeuronKind, lif_multistep, lif_multistep_ref, plif_multistep, plif_multistep_ref,
-};
+use candle_core::{DType, Device, Result, Tensor};
+use common::{all_configs, rand_tensor, rel_err};
+use nmoco_snn::testing::{NeuronRun, run_neuron};
+use nmoco_snn::{NeuronConfig, NeuronKind};
 
-struct Run {
-    spikes: Vec<f32>,
-    gx: Vec<f32>,
-    gw: Option<f32>,
-}
-
-fn run(cfg: &NeuronConfig, x: &Tensor, g: &Tensor, fused: bool) -> Result<Run> {
-    let xv = Var::from_tensor(x)?;
-    let (s, wv) = if cfg.kind == NeuronKind::Plif {
-        let wv = Var::new(cfg.plif_init_w(), x.device())?;
-        let s = if fused {
-            plif_multistep(xv.as_tensor(), wv.as_tensor(), cfg)?
-        } else {
-            plif_multistep_ref(xv.as_tensor(), wv.as_tensor(), cfg)?
-        };
-        (s, Some(wv))
-    } else if fused {
-        (lif_multistep(xv.as_tensor(), cfg)?, None)
-    } else {
-        (lif_multistep_ref(xv.as_tensor(), cfg)?, None)
-    };
-    let grads = (&s * g)?.sum_all()?.backward()?;
-    let gx = grads.get(xv.as_tensor()).expect("grad x");
-    let gw = match &wv {
-        Some(w) => Some(
-            grads
-                .get(w.as_tensor())
-                .expect("grad w")
-                .to_scalar::<f32>()?,
-        ),
-        None => None,
-    };
-    Ok(Run {
-        spikes: flat(&s),
-        gx: flat(gx),
-        gw,
-    })
+/// Forward and backward on the CPU in f32 through the fused op or the reference twin.
+fn run(cfg: &NeuronConfig, x: &Tensor, g: &Tensor, fused: bool) -> Result<NeuronRun> {
+    run_neuron(cfg, x, g, &Device::Cpu, DType::F32, fused, DType::F32)
 }
 
 fn check_all(shape: &[usize], lo: f32, hi: f32, tol: f32) -> Result<()> {
