@@ -52,13 +52,11 @@ pub(super) fn fwd_block<const CH: u8, const HARD: bool, const AFF: bool>(
         let xs = &x[off..off + len];
         for (c0, c1) in chunks(len) {
             rows.prefetch_ahead(x, ti, c0, false);
-            let (ab, db) = if AFF {
-                (&ab[c0..c1], &db[c0..c1])
-            } else {
-                (&[][..], &[][..])
-            };
             let (v, xs, os) = (&mut v[c0..c1], &xs[c0..c1], &mut os[c0..c1]);
-            neuron_row::<CH, HARD, AFF, false>(v, xs, ab, db, os, k, vth, vr);
+            neuron_row!(
+                <CH, HARD, AFF>, v, xs, ab[c0..c1], &db[c0..c1], os, k, vth, vr,
+                |h, fire| if fire { 1.0 } else { 0.0 }
+            );
         }
         // SAFETY: columns n0..n0+len of row ti are in the output and belong to this task only.
         unsafe { out.store(off, os, blk.stream) };
@@ -132,7 +130,20 @@ where
     }
     // Pass 1: recompute the membrane trace h of this block.
     let rows_of = Rows { n, n0, len, t };
-    trace_pass::<CH, HARD, AFF>(x, trace, v, ab, db, rows_of, k, vth, vr);
+    v.fill(vr);
+    for ti in 0..t {
+        let off = ti * n + n0;
+        let xs = &x[off..off + len];
+        let hs = &mut trace[ti * len..(ti + 1) * len];
+        for (c0, c1) in chunks(len) {
+            rows_of.prefetch_ahead(x, ti, c0, false);
+            let (v, xs, hs) = (&mut v[c0..c1], &xs[c0..c1], &mut hs[c0..c1]);
+            neuron_row!(
+                <CH, HARD, AFF>, v, xs, ab[c0..c1], &db[c0..c1], hs, k, vth, vr,
+                |h, fire| h
+            );
+        }
+    }
     // Pass 2: BPTT. `gv` is dL/dv_t, carried from step t+1 (dh_{t+1}/dv_t = a).
     // The row functions are called through opaque pointers: LLVM must not inline them (see
     // `bptt_row`), and it did inline the AVX2 ones into this AVX2 function despite
@@ -218,38 +229,4 @@ where
         reduce_channels(s2, aff.c, aff.s, n0, &mut sums.s2);
     }
     sums
-}
-
-/// The backward pass's first pass over a block: recomputes the membrane trace `h` of every row
-/// into `trace` (`t` rows of `len`), with `v` as the running membrane.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn trace_pass<const CH: u8, const HARD: bool, const AFF: bool>(
-    x: &[f32],
-    trace: &mut [f32],
-    v: &mut [f32],
-    ab: &[f32],
-    db: &[f32],
-    rows_of: Rows,
-    k: f32,
-    vth: f32,
-    vr: f32,
-) {
-    let Rows { n, n0, len, t } = rows_of;
-    v.fill(vr);
-    for ti in 0..t {
-        let off = ti * n + n0;
-        let xs = &x[off..off + len];
-        let hs = &mut trace[ti * len..(ti + 1) * len];
-        for (c0, c1) in chunks(len) {
-            rows_of.prefetch_ahead(x, ti, c0, false);
-            let (ab, db) = if AFF {
-                (&ab[c0..c1], &db[c0..c1])
-            } else {
-                (&[][..], &[][..])
-            };
-            let (v, xs, hs) = (&mut v[c0..c1], &xs[c0..c1], &mut hs[c0..c1]);
-            neuron_row::<CH, HARD, AFF, true>(v, xs, ab, db, hs, k, vth, vr);
-        }
-    }
 }

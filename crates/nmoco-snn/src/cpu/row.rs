@@ -1,12 +1,13 @@
 //! The per-neuron maths of the CPU kernels, row by row: charge → fire → reset (written once,
-//! [`neuron_row`], instantiated per charge form, reset, affine input and output) and the BPTT
-//! step of the backward pass ([`bptt_row`], compiled per instruction set out of line).
+//! the `neuron_row!` macro, expanded per kernel and instantiated per charge form, reset and
+//! affine input) and the BPTT step of the backward pass ([`bptt_row`], compiled per
+//! instruction set out of line).
 
 use crate::surrogate::SurrogateGrad;
 
 /// The charge equation, `CH`: 0 IF, 1 LIF with `decay_input`, 2 LIF without.
 #[inline(always)]
-fn charge<const CH: u8>(v: f32, x: f32, k: f32, vr: f32) -> f32 {
+pub(super) fn charge<const CH: u8>(v: f32, x: f32, k: f32, vr: f32) -> f32 {
     match CH {
         0 => v + x,
         1 => v + (x - (v - vr)) * k,
@@ -16,7 +17,7 @@ fn charge<const CH: u8>(v: f32, x: f32, k: f32, vr: f32) -> f32 {
 
 /// The reset, hard (`v_r`) or soft (`h - v_th`).
 #[inline(always)]
-fn reset<const HARD: bool>(h: f32, fire: bool, vth: f32, vr: f32) -> f32 {
+pub(super) fn reset<const HARD: bool>(h: f32, fire: bool, vth: f32, vr: f32) -> f32 {
     if HARD {
         if fire { vr } else { h }
     } else if fire {
@@ -26,65 +27,44 @@ fn reset<const HARD: bool>(h: f32, fire: bool, vth: f32, vr: f32) -> f32 {
     }
 }
 
-/// One charge → fire → reset step of a neuron with membrane `v` and input `x`: returns the
-/// membrane `h` before the reset and whether it fired.
-#[inline(always)]
-fn step<const CH: u8, const HARD: bool>(
-    v: &mut f32,
-    x: f32,
-    k: f32,
-    vth: f32,
-    vr: f32,
-) -> (f32, bool) {
-    let h = charge::<CH>(*v, x, k, vr);
-    let fire = h - vth >= 0.0;
-    *v = reset::<HARD>(h, fire, vth, vr);
-    (h, fire)
-}
-
-/// What a row writes per neuron: the spike (0 or 1), or with `TRACE` the membrane `h`.
-#[inline(always)]
-fn emit<const TRACE: bool>((h, fire): (f32, bool)) -> f32 {
-    if TRACE {
-        h
-    } else if fire {
-        1.0
-    } else {
-        0.0
-    }
-}
-
-/// One row (time step) of a block: every neuron of `v` charges with its input `xs` (mapped to
-/// `a·x + d` with `ab`, `db` per neuron when `AFF`: the same f32 operations as the unfused batch
-/// norm's output), fires and resets; `out` receives the spike (0 or 1), or with `TRACE` the
-/// membrane `h` (the backward pass's recomputed trace). `ab` and `db` are only read when `AFF`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-pub(super) fn neuron_row<const CH: u8, const HARD: bool, const AFF: bool, const TRACE: bool>(
-    v: &mut [f32],
-    xs: &[f32],
-    ab: &[f32],
-    db: &[f32],
-    out: &mut [f32],
-    k: f32,
-    vth: f32,
-    vr: f32,
-) {
-    if AFF {
-        for (((vi, &xi), oi), (&a, &d)) in v
-            .iter_mut()
-            .zip(xs)
-            .zip(out.iter_mut())
-            .zip(ab.iter().zip(db))
-        {
-            *oi = emit::<TRACE>(step::<CH, HARD>(vi, a * xi + d, k, vth, vr));
+/// One row (time step) of a block: every neuron of `$v` charges with its input `$xs` (mapped to
+/// `a·x + d` with `$ab`, `$db` per neuron when `$aff`: the same f32 operations as the unfused
+/// batch norm's output), fires, writes `$emit` (an expression of the membrane `$h` and the
+/// spike `$fire`) to `$out` and resets. The charge → fire → reset row, written once and expanded
+/// in place in the forward kernel (emitting the spike) and in the backward's trace pass
+/// (emitting `h`). A macro rather than a function: as an (inlined) function its `&mut` slice
+/// arguments become `noalias` and LLVM compiles the backward's trace loop differently (larger
+/// code), and the kernels must stay exactly as measured.
+macro_rules! neuron_row {
+    (
+        <$ch:ident, $hard:ident, $aff:ident>,
+        $v:ident, $xs:ident, $ab:expr, $db:expr, $out:ident,
+        $k:ident, $vth:ident, $vr:ident,
+        |$h:ident, $fire:ident| $emit:expr
+    ) => {
+        if $aff {
+            for (((vi, &xi), oi), (&a, &d)) in $v
+                .iter_mut()
+                .zip($xs)
+                .zip($out.iter_mut())
+                .zip($ab.iter().zip($db))
+            {
+                let $h = $crate::cpu::row::charge::<$ch>(*vi, a * xi + d, $k, $vr);
+                let $fire = $h - $vth >= 0.0;
+                *oi = $emit;
+                *vi = $crate::cpu::row::reset::<$hard>($h, $fire, $vth, $vr);
+            }
+        } else {
+            for ((vi, &xi), oi) in $v.iter_mut().zip($xs).zip($out.iter_mut()) {
+                let $h = $crate::cpu::row::charge::<$ch>(*vi, xi, $k, $vr);
+                let $fire = $h - $vth >= 0.0;
+                *oi = $emit;
+                *vi = $crate::cpu::row::reset::<$hard>($h, $fire, $vth, $vr);
+            }
         }
-    } else {
-        for ((vi, &xi), oi) in v.iter_mut().zip(xs).zip(out.iter_mut()) {
-            *oi = emit::<TRACE>(step::<CH, HARD>(vi, xi, k, vth, vr));
-        }
-    }
+    };
 }
+pub(super) use neuron_row;
 
 /// The scalar parameters of a backward task.
 #[derive(Clone, Copy)]
