@@ -17,6 +17,7 @@ pub(crate) struct ChannelAffine<'a> {
 }
 
 /// Writes `coef[channel(j)]` for neurons `j = n0..n0 + out.len()` into `out`.
+#[inline]
 pub(super) fn expand_channels(coef: &[f32], c: usize, s: usize, n0: usize, out: &mut [f32]) {
     let mut j = n0;
     let mut rest = out;
@@ -30,6 +31,7 @@ pub(super) fn expand_channels(coef: &[f32], c: usize, s: usize, n0: usize, out: 
 }
 
 /// Adds `per_neuron[i]` of neurons `n0 + i` into `sums[channel]`.
+#[inline]
 pub(super) fn reduce_channels(per_neuron: &[f32], c: usize, s: usize, n0: usize, sums: &mut [f64]) {
     let mut j = n0;
     let mut rest = per_neuron;
