@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bisects the per-step GPU memory growth seen with SEW-ResNet-18 at DVS128 Gesture's shape
-# (docs/benchmarks.md, "Open problem"): a few short --cuda pre-training runs on the synthetic set,
+# (docs/benchmarks.md, "Training steps on the GPU"): a few short --cuda pre-training runs on the synthetic set,
 # device memory sampled every 200 ms. Needs gpubin/nmoco.xz.
 set -u
 source "$(dirname "$0")/env.sh" nmoco

@@ -75,10 +75,9 @@ fn load(p: &Path) -> std::collections::HashMap<String, candle_core::Tensor> {
     candle_core::safetensors::load(p, &Device::Cpu).unwrap()
 }
 
-/// nmoco-conv's weight-gradient reduction (a rayon fold/reduce) sums in an order that depends on
-/// work stealing, so with several threads two identical runs can differ in the last bits after a
-/// few steps. The trainer itself adds no nondeterminism: run on one rayon thread, resume must be
-/// exact.
+/// Resume must be exact: the trainer adds no nondeterminism, and nmoco-conv's weight-gradient
+/// reduction sums in fixed chunks (`cpu_conv/backward.rs`), independent of the thread count. The
+/// test still runs on one rayon thread so that it checks the trainer, not the kernels' ordering.
 #[test]
 fn resume_after_an_interruption_reproduces_the_uninterrupted_run() {
     let pool = rayon::ThreadPoolBuilder::new()
