@@ -179,47 +179,18 @@ pub fn decode_tonic_records(
 }
 
 /// The loop of [`decode_tonic_records`]: `MARKERS` drops `y == 240` records, each adding `inc`
-/// to the later timestamps. `out` has room for every record. Groups of 8 records without a
-/// marker go through the AVX-512 VBMI kernel where the CPU has it; the rest (groups with a
-/// marker, the last records, other CPUs) through the scalar loop, its reference twin.
+/// to the later timestamps. `out` has room for every record. Where the CPU has AVX-512 VBMI,
+/// the vector kernel takes 8 records per step (markers included) as far as whole steps fit;
+/// the rest (the last records, other CPUs) goes through the scalar loop, its reference twin.
 #[inline(always)]
 fn tonic_records<const MARKERS: bool>(recs: &[u8], inc: i64, out: &mut [u8]) -> (usize, u64) {
     let mut base = 0i64;
     let mut markers = 0u64;
     let mut n = 0usize;
-    let n_rec = recs.len() / RECORD;
     let mut i = 0usize;
     #[cfg(target_arch = "x86_64")]
     if let Some(kernel) = TonicEight::detect() {
-        while i < n_rec {
-            let (Some(src), Some(dst)) = (
-                recs.get(i * RECORD..i * RECORD + 64),
-                out.get_mut(n * TONIC_RECORD..n * TONIC_RECORD + TonicEight::OUT_BYTES),
-            ) else {
-                break;
-            };
-            let (Ok(src), Ok(dst)) = (
-                <&[u8; 64]>::try_from(src),
-                <&mut [u8; TonicEight::OUT_BYTES]>::try_from(dst),
-            ) else {
-                break;
-            };
-            if kernel.run(src, dst, base, MARKERS) {
-                i += 8;
-                n += 8;
-            } else {
-                let end = (i + 8) * RECORD;
-                let (k, m) = scalar_records::<MARKERS>(
-                    &recs[i * RECORD..end],
-                    inc,
-                    &mut base,
-                    &mut out[n * TONIC_RECORD..],
-                );
-                n += k;
-                markers += m;
-                i += 8;
-            }
-        }
+        (i, n, markers) = kernel.run_groups(recs, out, 0, 0, &mut base, inc, MARKERS);
     }
     let (k, m) = scalar_records::<MARKERS>(
         &recs[i * RECORD..],
@@ -232,7 +203,7 @@ fn tonic_records<const MARKERS: bool>(recs: &[u8], inc: i64, out: &mut [u8]) -> 
 
 /// The scalar loop of [`tonic_records`]; `base` carries the timestamp offset across calls.
 #[inline(always)]
-fn scalar_records<const MARKERS: bool>(
+pub(crate) fn scalar_records<const MARKERS: bool>(
     recs: &[u8],
     inc: i64,
     base: &mut i64,

@@ -245,98 +245,166 @@ pub(crate) unsafe fn aedat31_polarity8<const NT_T: bool>(
 
 // ---------------------------------------------------------------------------------------------
 // N-binary → tonic records (`nbin::decode_tonic_records`): 8 N-binary records (40 bytes) → 8
-// tonic records (104 bytes) with AVX-512 VBMI byte permutes: each record is first spread into a
-// 16-byte slot `[t (8 bytes) | x 0 y 0 p 0 0 0]` (so `t + base` is a 64-bit lane add), then the
-// slots are packed to 13 bytes.
+// tonic records (104 bytes) with AVX-512 VBMI byte permutes. One permute gathers each record's
+// 24-bit big-endian word (t and the polarity bit) into a 64-bit lane; a shift and a ternary
+// logic op keep t in bits 0–22 and move the polarity bit to bit 56, and one add puts the
+// overflow base on t (so t < 2^48 while the base is at most `TONIC_MAX_BASE`: lane byte 6 is
+// zero and byte 7 is p). Two two-source permutes then build the packed records from those lanes
+// (t = bytes 0–6 and a zero byte, p = byte 7, the zero high bytes of x and y from byte 6) and
+// the input (x = b0, y = b1). Per step: 8 vector instructions, 4 of them on the shuffle port
+// (three permutes and the marker compare).
 
-/// Bytes [`tonic_eight`] may write: two overlapping 64-byte stores at 0 and 52.
-pub(crate) const TONIC_OUT_BYTES: usize = 52 + 64;
+/// Bytes [`tonic_eight`] writes: the 104 bytes of the 8 records.
+pub(crate) const TONIC_OUT_BYTES: usize = 104;
 
-/// Slot byte → source byte (record `r` = slot, its bytes `b0..b4` at `5 r`): t0 = b4,
-/// t1 = b3, t2 = b2 (masked to 7 bits), x = b0, y = b1, p = b2 (bit 7). `half` picks
-/// records 0–3 or 4–7.
-const fn spread(half: usize) -> [u8; 64] {
-    let mut s = [0u8; 64];
-    let mut slot = 0;
-    while slot < 4 {
-        let b = 5 * (4 * half + slot);
-        s[16 * slot] = (b + 4) as u8;
-        s[16 * slot + 1] = (b + 3) as u8;
-        s[16 * slot + 2] = (b + 2) as u8;
-        s[16 * slot + 8] = b as u8;
-        s[16 * slot + 10] = (b + 1) as u8;
-        s[16 * slot + 12] = (b + 2) as u8;
-        slot += 1;
-    }
-    s
-}
-const SPREAD: [[u8; 64]; 2] = [spread(0), spread(1)];
-/// Slot bytes the spread fills (the others are zero).
-const FILLED: u64 = 0x1507_1507_1507_1507;
-const T2: u64 = 0x0004_0004_0004_0004;
-const Y: u64 = 0x0400_0400_0400_0400;
-const P: u64 = 0x1000_1000_1000_1000;
+/// The largest overflow base [`tonic_eight`] handles: `base + t` (t < 2^23) stays below
+/// 2^48 (8.9 years in µs), so bytes 6 and 7 of a lane are free for a zero and the polarity.
+pub(crate) const TONIC_MAX_BASE: i64 = (1 << 48) - (1 << 23);
 
-/// Packed byte `o` of record `o / 13` ← its slot byte.
-const PACK: [u8; 64] = {
-    let mut s = [0u8; 64];
-    let mut o = 0;
-    while o < 52 {
-        let (r, f) = (o / 13, o % 13);
-        let from = match f {
-            0 | 1 => 8 + f,
-            2 | 3 => 10 + (f - 2),
-            12 => 12,
-            _ => f - 4,
-        };
-        s[o] = (16 * r + from) as u8;
-        o += 1;
+/// Lane `r` (bytes `8 r ..`) ← record `r`'s bytes b4, b3, b2 (t0, t1, t2 with p in bit 7);
+/// index 64 (a byte of the zero second source) for the other lane bytes.
+const GATHER_T: [u8; 64] = {
+    let mut s = [64u8; 64];
+    let mut r = 0;
+    while r < 8 {
+        s[8 * r] = (5 * r + 4) as u8;
+        s[8 * r + 1] = (5 * r + 3) as u8;
+        s[8 * r + 2] = (5 * r + 2) as u8;
+        r += 1;
     }
     s
 };
 
-/// Decodes the 8 records in `src[..40]` into `dst[..104]` (bytes up to 116 may be
-/// overwritten) and returns true, or, when `watch` and one of them is an overflow marker,
-/// writes nothing and returns false.
+/// Packed byte `o` (record `o / 13`, field byte `o % 13`) of the first (`part` 0: bytes 0–63)
+/// or second (`part` 1: bytes 64–103) store ← a lane byte (index < 64) or an input byte (64 +
+/// input index). Zero bytes come from byte 6 of lane 0.
+const fn pack(part: usize) -> [u8; 64] {
+    let mut s = [6u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        let o = 64 * part + k;
+        if o < 104 {
+            let (r, f) = (o / 13, o % 13);
+            s[k] = match f {
+                0 => 64 + 5 * r,     // x: b0
+                2 => 64 + 5 * r + 1, // y: b1
+                1 | 3 | 11 => 6,     // high bytes of x and y, t7: zero
+                12 => 8 * r + 7,     // p: lane byte 7
+                _ => 8 * r + f - 4,  // t0..t6: lane bytes 0..6
+            } as u8;
+        }
+        k += 1;
+    }
+    s
+}
+const PACK: [[u8; 64]; 2] = [pack(0), pack(1)];
+
+/// Input bytes `5 r + 1` (the `y` bytes) of the 8 records.
+const Y_IN: u64 = {
+    let mut m = 0u64;
+    let mut r = 0;
+    while r < 8 {
+        m |= 1 << (5 * r + 1);
+        r += 1;
+    }
+    m
+};
+
+/// Decodes the 8 records at `src` (40 bytes; 64 are read) into the 104 bytes at `dst`, every
+/// record as an event with the overflow base in each 64-bit lane of `base` (at most
+/// [`TONIC_MAX_BASE`]) added to its timestamp, and returns the mask of their `y` bytes (bit
+/// `5 r + 1` for record `r`) that hold an overflow marker when `watch` (0 otherwise): the
+/// records from the first marker on are then decoded wrongly.
+///
+/// # Safety
+/// AVX-512 F, BW and VBMI are available; `src` is valid for 64 bytes of reads, `dst` for 104
+/// bytes of writes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+#[inline]
+unsafe fn tonic_eight(src: *const u8, dst: *mut u8, base: __m512i, watch: bool) -> u64 {
+    // SAFETY: the loads read the 64 bytes at `src` and the tables; the stores write bytes
+    // 0..64 and (masked) 64..104 at `dst`; the target features are enabled.
+    unsafe {
+        let a = _mm512_loadu_si512(src.cast());
+        let idx = _mm512_loadu_si512(GATHER_T.as_ptr().cast());
+        let w = _mm512_permutex2var_epi8(a, idx, _mm512_setzero_si512());
+        // (w | w << 33) & (t bits | bit 56): t in bits 0–22, the polarity bit (23) at 56.
+        let keep = _mm512_set1_epi64((1 << 23) - 1 + (1 << 56));
+        let tp = _mm512_ternarylogic_epi64::<0xA8>(w, _mm512_slli_epi64::<33>(w), keep);
+        let tp = _mm512_add_epi64(tp, base);
+        let out = |part: usize| {
+            let idx = _mm512_loadu_si512(PACK[part].as_ptr().cast());
+            _mm512_permutex2var_epi8(tp, idx, a)
+        };
+        _mm512_storeu_si512(dst.cast(), out(0));
+        _mm512_mask_storeu_epi8(dst.add(64).cast(), (1 << 40) - 1, out(1));
+        if watch {
+            _mm512_mask_cmpeq_epi8_mask(Y_IN, a, _mm512_set1_epi8(240u8 as i8))
+        } else {
+            0
+        }
+    }
+}
+
+/// `nbin::decode_tonic_records`' loop over [`tonic_eight`]: decodes from record `i` of the
+/// N-binary `recs` into tonic record `n` of `out`, 8 records per step, while a step's 64-byte
+/// load and its [`TONIC_OUT_BYTES`] of stores fit in the slices and `base` is at most
+/// [`TONIC_MAX_BASE`]. With `watch`, a step whose records hold an overflow marker keeps the
+/// events before the first marker, drops the marker, adds `inc` to `base` and goes on from the
+/// next record (the later records are decoded again with the new base, their wrong outputs
+/// overwritten). Returns the new `(i, n)` and the number of markers; the caller decodes the
+/// remaining records.
 ///
 /// # Safety
 /// AVX-512 F, BW and VBMI are available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
-pub(crate) unsafe fn tonic_eight(
-    src: &[u8; 64],
-    dst: &mut [u8; TONIC_OUT_BYTES],
-    base: i64,
+pub(crate) unsafe fn tonic_groups(
+    recs: &[u8],
+    out: &mut [u8],
+    mut i: usize,
+    mut n: usize,
+    base: &mut i64,
+    inc: i64,
     watch: bool,
-) -> bool {
-    // SAFETY: the loads read the 64 bytes of `src` and the tables; the stores write bytes
-    // 0..64 and 52..116 of `dst` (TONIC_OUT_BYTES = 116); the target features are enabled.
-    unsafe {
-        let a = _mm512_loadu_si512(src.as_ptr().cast());
-        let lo =
-            _mm512_maskz_permutexvar_epi8(FILLED, _mm512_loadu_si512(SPREAD[0].as_ptr().cast()), a);
-        let hi =
-            _mm512_maskz_permutexvar_epi8(FILLED, _mm512_loadu_si512(SPREAD[1].as_ptr().cast()), a);
-        let y240 = _mm512_set1_epi8(240u8 as i8);
-        if watch
-            && (_mm512_mask_cmpeq_epi8_mask(Y, lo, y240) | _mm512_mask_cmpeq_epi8_mask(Y, hi, y240))
-                != 0
-        {
-            return false;
-        }
-        // Keeps every byte but bit 7 of t2 (the polarity bit).
-        let keep = _mm512_mask_mov_epi8(_mm512_set1_epi8(-1), T2, _mm512_set1_epi8(0x7F));
-        let one = _mm512_set1_epi8(1);
-        let base_v = _mm512_maskz_set1_epi64(0x55, base);
-        let pack = _mm512_loadu_si512(PACK.as_ptr().cast());
-        let fix = |v: __m512i| {
-            // p: 1 where bit 7 of b2 is set; t2: the low 7 bits of b2; then t + base.
-            let on = _mm512_movepi8_mask(v) & P;
-            let v = _mm512_mask_mov_epi8(v, P, _mm512_maskz_mov_epi8(on, one));
-            let v = _mm512_and_si512(v, keep);
-            _mm512_permutexvar_epi8(pack, _mm512_add_epi64(v, base_v))
-        };
-        _mm512_storeu_si512(dst.as_mut_ptr().cast(), fix(lo));
-        _mm512_storeu_si512(dst.as_mut_ptr().add(52).cast(), fix(hi));
+) -> (usize, usize, u64) {
+    let mut markers = 0u64;
+    if !(0..=TONIC_MAX_BASE).contains(base) {
+        return (i, n, 0);
     }
-    true
+    // Steps run while `5 i + 64 <= recs.len()` and `13 n + 104 <= out.len()`.
+    let (Some(i_end), Some(n_end)) = (
+        recs.len().checked_sub(64).map(|b| b / 5),
+        out.len().checked_sub(TONIC_OUT_BYTES).map(|b| b / 13),
+    ) else {
+        return (i, n, 0);
+    };
+    let mut base_v = _mm512_set1_epi64(*base);
+    while i <= i_end && n <= n_end {
+        // SAFETY: the target features are enabled (this function's contract); `5 i + 64 <=
+        // recs.len()` and `13 n + 104 <= out.len()` (the loop condition).
+        let m = unsafe {
+            tonic_eight(
+                recs.as_ptr().add(5 * i),
+                out.as_mut_ptr().add(13 * n),
+                base_v,
+                watch,
+            )
+        };
+        if m == 0 {
+            i += 8;
+            n += 8;
+        } else {
+            // The first marker is record `j` of this step (its `y` byte is bit 5 j + 1).
+            let j = (m.trailing_zeros() as usize - 1) / 5;
+            i += j + 1;
+            n += j;
+            *base += inc;
+            markers += 1;
+            if *base > TONIC_MAX_BASE {
+                break;
+            }
+            base_v = _mm512_set1_epi64(*base);
+        }
+    }
+    (i, n, markers)
 }

@@ -188,27 +188,30 @@ pub(crate) struct TonicEight(());
 
 #[cfg(target_arch = "x86_64")]
 impl TonicEight {
-    /// Bytes [`TonicEight::run`] may write.
-    pub(crate) const OUT_BYTES: usize = avx512::TONIC_OUT_BYTES;
-
     /// The kernel, if this CPU can run it.
     pub(crate) fn detect() -> Option<TonicEight> {
         avx512::has_avx512vbmi().then_some(TonicEight(()))
     }
 
-    /// Decodes the 8 records in `src[..40]` into `dst[..104]` (the bytes up to
-    /// [`TonicEight::OUT_BYTES`] may be overwritten) and returns true, or, when `watch` and
-    /// one of them is an overflow marker, writes nothing and returns false.
-    #[inline(always)]
-    pub(crate) fn run(
+    /// Decodes from record `i` of `recs` into record `n` of `out`, 8 records per step, as
+    /// far as whole steps fit ([`avx512::tonic_groups`]; a step may overwrite up to
+    /// [`avx512::TONIC_OUT_BYTES`] bytes from its first output record): with `watch`,
+    /// overflow markers are dropped and add `inc` to `base`. Returns the new `(i, n)` and the
+    /// number of markers.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run_groups(
         self,
-        src: &[u8; 64],
-        dst: &mut [u8; Self::OUT_BYTES],
-        base: i64,
+        recs: &[u8],
+        out: &mut [u8],
+        i: usize,
+        n: usize,
+        base: &mut i64,
+        inc: i64,
         watch: bool,
-    ) -> bool {
+    ) -> (usize, usize, u64) {
         // SAFETY: `self` exists only if `detect` found AVX-512 F, BW and VBMI.
-        unsafe { avx512::tonic_eight(src, dst, base, watch) }
+        unsafe { avx512::tonic_groups(recs, out, i, n, base, inc, watch) }
     }
 }
 

@@ -303,3 +303,74 @@ fn large_inputs_default_path_matches_scalar() {
     assert_eq!(rec.skipped, reference.1);
     assert!(rec.skipped["overflow"] > 0);
 }
+
+/// The N-binary → tonic-records kernel loop against the scalar loop, its twin, from overflow
+/// bases up to and past the largest the kernel takes (`TONIC_MAX_BASE`, where it hands the
+/// rest to the scalar loop), with markers frequent and rare, and without marker handling.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn tonic_groups_agree_with_scalar_near_max_base() {
+    use super::avx512::TONIC_MAX_BASE;
+    use crate::nbin::{OVERFLOW_Y, RECORD, TONIC_RECORD, scalar_records};
+    let Some(kernel) = super::TonicEight::detect() else {
+        return;
+    };
+    let inc = 1i64 << 23;
+    let mut rng = Rng(0x7031);
+    for start in [
+        0,
+        TONIC_MAX_BASE - 3 * inc,
+        TONIC_MAX_BASE - 1,
+        TONIC_MAX_BASE,
+        TONIC_MAX_BASE + 1,
+    ] {
+        for every in [3u64, 40, 0] {
+            let n = 301;
+            let mut data = rng.bytes(n * RECORD);
+            for r in data.chunks_exact_mut(RECORD) {
+                if every > 0 && rng.below(every) == 0 {
+                    r[1] = OVERFLOW_Y;
+                } else if r[1] == OVERFLOW_Y {
+                    r[1] = 0;
+                }
+            }
+            let watch = every > 0;
+            let run = |out: &mut [u8], base: &mut i64, simd: bool| {
+                let (i, k, m) = if simd {
+                    kernel.run_groups(&data, out, 0, 0, base, inc, watch)
+                } else {
+                    (0, 0, 0)
+                };
+                let (k2, m2) = if watch {
+                    scalar_records::<true>(
+                        &data[i * RECORD..],
+                        inc,
+                        base,
+                        &mut out[k * TONIC_RECORD..],
+                    )
+                } else {
+                    scalar_records::<false>(
+                        &data[i * RECORD..],
+                        inc,
+                        base,
+                        &mut out[k * TONIC_RECORD..],
+                    )
+                };
+                (k + k2, m + m2)
+            };
+            let (mut want, mut got) = (vec![0u8; n * TONIC_RECORD], vec![0xAAu8; n * TONIC_RECORD]);
+            let (mut base_w, mut base_g) = (start, start);
+            let (kw, mw) = run(&mut want, &mut base_w, false);
+            let (kg, mg) = run(&mut got, &mut base_g, true);
+            assert_eq!(
+                (kg, mg, base_g),
+                (kw, mw, base_w),
+                "start {start}, every {every}"
+            );
+            assert!(
+                got[..kg * TONIC_RECORD] == want[..kw * TONIC_RECORD],
+                "start {start}, every {every}"
+            );
+        }
+    }
+}
