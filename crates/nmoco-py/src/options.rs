@@ -128,6 +128,9 @@ pub(crate) fn apply_flip(
     Ok(())
 }
 
+/// The `info` dict of `read` and friends: `format`, `sensor_size` (tonic's `(W, H, 2)` or
+/// None), `skipped` (a dict by kind) and `n_events`. Keys and format names are interned
+/// strings (no new string objects per call).
 pub(crate) fn info_dict<'py>(
     py: Python<'py>,
     format: Format,
@@ -136,15 +139,16 @@ pub(crate) fn info_dict<'py>(
     n: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
     use pyo3::intern;
+    use pyo3::types::PyString;
     let d = PyDict::new(py);
-    d.set_item(intern!(py, "format"), format.name())?;
+    d.set_item(intern!(py, "format"), PyString::intern(py, format.name()))?;
     d.set_item(
         intern!(py, "sensor_size"),
         sensor.map(|s| (s.width as usize, s.height as usize, 2usize)),
     )?;
     let sk = PyDict::new(py);
     for (k, v) in skipped {
-        sk.set_item(k, v)?;
+        sk.set_item(PyString::intern(py, k), v)?;
     }
     d.set_item(intern!(py, "skipped"), sk)?;
     d.set_item(intern!(py, "n_events"), n)?;

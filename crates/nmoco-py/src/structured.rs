@@ -17,6 +17,19 @@ const OFF_T: usize = 4;
 const OFF_P: usize = 12;
 
 static EVENT_DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static VOID_DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// numpy's unstructured `V13` dtype: same size as the event dtype, no fields.
+fn void_dtype(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    VOID_DTYPE
+        .get_or_try_init(py, || {
+            let dt = py
+                .import("numpy")?
+                .call_method1("dtype", (format!("V{REC}"),))?;
+            Ok(dt.unbind())
+        })
+        .map(|d| d.bind(py))
+}
 
 /// The structured dtype, built once and checked against the offsets the interleaving loop
 /// writes to.
@@ -47,26 +60,32 @@ pub(crate) fn event_dtype(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 /// A fresh, C-contiguous, writable structured array of `n` events (tonic's dtype), allocated by
 /// numpy through its C API (no Python-level calls), and its data as a byte slice of `n · 13`
 /// bytes. The slice stays valid while the array lives and is neither resized nor shared.
+///
+/// The array is created with the unstructured `V13` dtype and then given the event dtype (what
+/// numpy's own `dtype` setter does for an equal itemsize): creating it with the structured
+/// dtype directly makes numpy build and free a per-field zero-fill plan on every call (a few
+/// hundred ns, a tenth of an N-MNIST-sized `read`), only to find that no field needs one.
 pub(crate) fn new_struct_array<'py>(
     py: Python<'py>,
     n: usize,
 ) -> PyResult<(Bound<'py, PyAny>, &'py mut [u8])> {
-    use numpy::npyffi::{NpyTypes, PY_ARRAY_API, PyArray_Descr, npy_intp};
+    use numpy::npyffi::{NpyTypes, PY_ARRAY_API, PyArray_Descr, PyArrayObject, npy_intp};
     let dtype = event_dtype(py)?;
+    let void = void_dtype(py)?;
     let bytes = n
         .checked_mul(REC)
         .filter(|&b| npy_intp::try_from(b).is_ok())
         .ok_or_else(|| pyo3::exceptions::PyMemoryError::new_err(format!("{n} events")))?;
     let mut dims = [n as npy_intp];
-    // SAFETY: `dtype` is a numpy dtype object (a `PyArray_Descr`); `PyArray_NewFromDescr`
+    // SAFETY: `void` is a numpy dtype object (a `PyArray_Descr`); `PyArray_NewFromDescr`
     // steals one reference to it, hence the increment. One dimension, default (C) strides,
     // numpy-allocated data; a NULL result carries a Python exception (e.g. MemoryError).
     let arr = unsafe {
-        pyo3::ffi::Py_INCREF(dtype.as_ptr());
+        pyo3::ffi::Py_INCREF(void.as_ptr());
         let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
             numpy::npyffi::get_type_object(py, NpyTypes::PyArray_Type),
-            dtype.as_ptr().cast::<PyArray_Descr>(),
+            void.as_ptr().cast::<PyArray_Descr>(),
             1,
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
@@ -76,12 +95,20 @@ pub(crate) fn new_struct_array<'py>(
         );
         Bound::from_owned_ptr_or_err(py, ptr)?
     };
-    // SAFETY: a fresh C-contiguous array of `n` records of REC bytes (the dtype's itemsize,
-    // checked by `event_dtype`) owns `bytes` bytes at `data`; nothing else refers to it yet.
+    // SAFETY: `arr` is a fresh array that nothing else refers to yet; its descriptor is
+    // replaced by the event dtype, which has the same itemsize (REC, checked by `event_dtype`),
+    // alignment 1 and no object fields, so the data, strides and flags stay valid. The array
+    // holds one reference to its descriptor: the new one is incremented, the old one released.
+    // Then: a C-contiguous array of `n` records of REC bytes owns `bytes` bytes at `data`.
     let out = unsafe {
-        let data = (*arr.as_ptr().cast::<numpy::npyffi::PyArrayObject>())
-            .fields
-            .data;
+        let fields = arr.as_ptr().cast::<PyArrayObject>();
+        pyo3::ffi::Py_INCREF(dtype.as_ptr());
+        let old = std::mem::replace(
+            &mut (*fields).fields.descr,
+            dtype.as_ptr().cast::<PyArray_Descr>(),
+        );
+        pyo3::ffi::Py_DECREF(old.cast::<pyo3::ffi::PyObject>());
+        let data = (*fields).fields.data;
         if bytes == 0 {
             &mut []
         } else {
