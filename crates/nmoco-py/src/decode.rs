@@ -261,9 +261,11 @@ pub(crate) fn read_columns<'py>(
         aedat4_stream,
         orientation,
     )?;
-    // The columns become the arrays' own memory, so they are decoded into fresh buffers.
+    // The columns become the arrays' own memory, so they are decoded into fresh buffers; the
+    // file's bytes go to this thread's reused buffer (a fresh one per call would be zeroed and,
+    // freed with the columns, make the allocator hand memory back and fault it in again).
     let mut rec = Recording::default();
-    let format = decode_file_into(py, &path, &o, &mut rec, &mut Vec::new())?;
+    let format = with_scratch(|_, bytes| decode_file_into(py, &path, &o, &mut rec, bytes))?;
     let info = info_dict(py, format, rec.sensor, &rec.skipped, rec.events.t.len())?;
     Ok((to_columns(py, rec.events)?, info))
 }

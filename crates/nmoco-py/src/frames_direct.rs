@@ -129,21 +129,49 @@ unsafe fn index_block_avx2<T: Lane>(
     index_block(xs, ys, on, w, hw, idx)
 }
 
-fn has_avx2() -> bool {
+/// `index_block` compiled for AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn index_block_avx512<T: Lane>(
+    xs: &[T],
+    ys: &[T],
+    on: &[u8],
+    w: u32,
+    hw: u32,
+    idx: &mut [u32],
+) -> (u32, u32) {
+    index_block(xs, ys, on, w, hw, idx)
+}
+
+/// The widest vector code the CPU runs: the scalar code is compiled again for AVX2 and for
+/// AVX-512 (F, BW), chosen at run time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    None,
+    Avx2,
+    Avx512,
+}
+
+fn simd_level() -> Simd {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2")
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            return Simd::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Simd::None
 }
 
 /// `index_block` with the fastest code the CPU runs.
 #[inline(always)]
 fn index_block_any<T: Lane>(
-    avx2: bool,
+    simd: Simd,
     xs: &[T],
     ys: &[T],
     on: &[u8],
@@ -152,11 +180,14 @@ fn index_block_any<T: Lane>(
     idx: &mut [u32],
 ) -> (u32, u32) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from `has_avx2()`.
-        return unsafe { index_block_avx2(xs, ys, on, w, hw, idx) };
+    match simd {
+        // SAFETY: `simd` comes from `simd_level()`.
+        Simd::Avx512 => return unsafe { index_block_avx512(xs, ys, on, w, hw, idx) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { index_block_avx2(xs, ys, on, w, hw, idx) },
+        Simd::None => {}
     }
-    let _ = avx2;
+    let _ = simd;
     index_block(xs, ys, on, w, hw, idx)
 }
 
@@ -195,12 +226,12 @@ impl Col<'_> {
     }
 
     /// `out[k] = (self[start + k] != 0)` (in bounds: callers stay below `len()`).
-    fn on_flags(self, avx2: bool, start: usize, out: &mut [u8]) {
+    fn on_flags(self, simd: Simd, start: usize, out: &mut [u8]) {
         let r = start..start + out.len();
         macro_rules! arm {
             ($($v:ident),*) => {
                 match self {
-                    $(Col::$v(s) => on_flags_any(avx2, &s[r], out),)*
+                    $(Col::$v(s) => on_flags_any(simd, &s[r], out),)*
                 }
             };
         }
@@ -225,14 +256,27 @@ unsafe fn on_flags_avx2<T: Lane>(s: &[T], out: &mut [u8]) {
     on_flags(s, out)
 }
 
+/// `on_flags` compiled for AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn on_flags_avx512<T: Lane>(s: &[T], out: &mut [u8]) {
+    on_flags(s, out)
+}
+
 #[inline(always)]
-fn on_flags_any<T: Lane>(avx2: bool, s: &[T], out: &mut [u8]) {
+fn on_flags_any<T: Lane>(simd: Simd, s: &[T], out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from `has_avx2()`.
-        return unsafe { on_flags_avx2(s, out) };
+    match simd {
+        // SAFETY: `simd` comes from `simd_level()`.
+        Simd::Avx512 => return unsafe { on_flags_avx512(s, out) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { on_flags_avx2(s, out) },
+        Simd::None => {}
     }
-    let _ = avx2;
+    let _ = simd;
     on_flags(s, out)
 }
 
@@ -266,9 +310,18 @@ impl Count for u32 {
     }
 }
 
-/// Writes one frame from its counts and zeroes the counts.
+/// Writes one frame from its counts and zeroes the counts. The vector loop starts at the
+/// first 64-byte boundary of the frame (numpy's data is only 16-byte aligned, and vector
+/// stores across cache lines run at half speed).
 #[inline(always)]
 fn flush_counts<C: Count>(frame: &mut [f32], counts: &mut [C]) {
+    let head = frame.as_ptr().align_offset(64).min(frame.len());
+    let (frame_head, frame) = frame.split_at_mut(head);
+    let (counts_head, counts) = counts.split_at_mut(head.min(counts.len()));
+    for (o, c) in frame_head.iter_mut().zip(counts_head.iter_mut()) {
+        *o = c.f32();
+        *c = C::default();
+    }
     for (o, c) in frame.iter_mut().zip(counts.iter_mut()) {
         *o = c.f32();
         *c = C::default();
@@ -285,13 +338,26 @@ unsafe fn flush_counts_avx2<C: Count>(frame: &mut [f32], counts: &mut [C]) {
     flush_counts(frame, counts)
 }
 
-fn flush_counts_any<C: Count>(avx2: bool, frame: &mut [f32], counts: &mut [C]) {
+/// `flush_counts` compiled for AVX-512.
+///
+/// # Safety
+/// The CPU supports AVX-512 F and BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn flush_counts_avx512<C: Count>(frame: &mut [f32], counts: &mut [C]) {
+    flush_counts(frame, counts)
+}
+
+fn flush_counts_any<C: Count>(simd: Simd, frame: &mut [f32], counts: &mut [C]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2 {
-        // SAFETY: `avx2` comes from `has_avx2()`.
-        return unsafe { flush_counts_avx2(frame, counts) };
+    match simd {
+        // SAFETY: `simd` comes from `simd_level()`.
+        Simd::Avx512 => return unsafe { flush_counts_avx512(frame, counts) },
+        // SAFETY: as above.
+        Simd::Avx2 => return unsafe { flush_counts_avx2(frame, counts) },
+        Simd::None => {}
     }
-    let _ = avx2;
+    let _ = simd;
     flush_counts(frame, counts)
 }
 
@@ -301,7 +367,7 @@ struct Geometry {
     h: usize,
     w32: u32,
     hw32: u32,
-    avx2: bool,
+    simd: Simd,
 }
 
 /// The frames of `frames_by_number_direct`: `buf` holds `bounds.len()` frames of
@@ -322,12 +388,12 @@ fn count_frames<C: Count>(
         while s < r.end {
             let e = (s + FRAME_BLOCK).min(r.end);
             let (on, idx) = (&mut on[..e - s], &mut idx[..e - s]);
-            pc.on_flags(g.avx2, s, on);
+            pc.on_flags(g.simd, s, on);
             macro_rules! same {
                 ($($v:ident),*) => {
                     match (xc, yc) {
                         $((Col::$v(xs), Col::$v(ys)) => {
-                            index_block_any(g.avx2, &xs[s..e], &ys[s..e], on, g.w32, g.hw32, idx)
+                            index_block_any(g.simd, &xs[s..e], &ys[s..e], on, g.w32, g.hw32, idx)
                         })*
                         _ => return false,
                     }
@@ -337,17 +403,10 @@ fn count_frames<C: Count>(
             if mx as usize >= g.w || my as usize >= g.h {
                 return false;
             }
-            for &k in idx.iter() {
-                // k < 2·H·W (x < W, y < H checked above), so this never skips.
-                if let Some(c) = counts.get_mut(k as usize)
-                    && c.inc()
-                {
-                    wrapped.push(k);
-                }
-            }
+            count_block(counts, idx, &mut wrapped);
             s = e;
         }
-        flush_counts_any(g.avx2, frame, counts);
+        flush_counts_any(g.simd, frame, counts);
         for &k in &wrapped {
             if let Some(v) = frame.get_mut(k as usize) {
                 *v += 256.0; // exact: the frame has fewer than 2^24 events
@@ -356,6 +415,39 @@ fn count_frames<C: Count>(
         wrapped.clear();
     }
     true
+}
+
+/// Adds one at each pixel of `idx` (all below `counts.len()`: the caller range-checked x, y),
+/// recording the pixels whose counter wrapped. Four events per step with one branch for
+/// their wraps.
+#[inline(always)]
+fn count_block<C: Count>(counts: &mut [C], idx: &[u32], wrapped: &mut Vec<u32>) {
+    let plane = counts.len();
+    let mut inc = |k: u32| -> bool {
+        let k = k as usize;
+        debug_assert!(k < plane);
+        // SAFETY: k < 2·H·W = counts.len(): x < W and y < H were checked for the whole block
+        // by the caller and `on` is 0 or 1, so k = on·H·W + y·W + x ≤ 2·H·W − 1.
+        unsafe { counts.get_unchecked_mut(k) }.inc()
+    };
+    let mut quads = idx.chunks_exact(4);
+    for q in &mut quads {
+        let (a, b, c, d) = (q[0], q[1], q[2], q[3]);
+        let (wa, wb, wc, wd) = (inc(a), inc(b), inc(c), inc(d));
+        if wa | wb | wc | wd {
+            wrapped.extend(
+                [(wa, a), (wb, b), (wc, c), (wd, d)]
+                    .iter()
+                    .filter(|v| v.0)
+                    .map(|v| v.1),
+            );
+        }
+    }
+    for &k in quads.remainder() {
+        if inc(k) {
+            wrapped.push(k);
+        }
+    }
 }
 
 /// Events per block of the direct path: their pixel indices stay in L1.
@@ -427,7 +519,7 @@ pub(crate) fn frames_by_number_direct<'py>(
         h,
         w32: w as u32,        // 2·H·W < 2^32 was checked
         hw32: (h * w) as u32, //
-        avx2: has_avx2(),
+        simd: simd_level(),
     };
     let bounds = nmoco_frames::event_count_bounds(n, t_frames);
     // 8-bit counters (a quarter of the cache footprint) unless the plane is large.
