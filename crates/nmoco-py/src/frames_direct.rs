@@ -310,18 +310,9 @@ impl Count for u32 {
     }
 }
 
-/// Writes one frame from its counts and zeroes the counts. The vector loop starts at the
-/// first 64-byte boundary of the frame (numpy's data is only 16-byte aligned, and vector
-/// stores across cache lines run at half speed).
+/// Writes one frame from its counts and zeroes the counts.
 #[inline(always)]
 fn flush_counts<C: Count>(frame: &mut [f32], counts: &mut [C]) {
-    let head = frame.as_ptr().align_offset(64).min(frame.len());
-    let (frame_head, frame) = frame.split_at_mut(head);
-    let (counts_head, counts) = counts.split_at_mut(head.min(counts.len()));
-    for (o, c) in frame_head.iter_mut().zip(counts_head.iter_mut()) {
-        *o = c.f32();
-        *c = C::default();
-    }
     for (o, c) in frame.iter_mut().zip(counts.iter_mut()) {
         *o = c.f32();
         *c = C::default();
@@ -507,9 +498,10 @@ pub(crate) fn frames_by_number_direct<'py>(
     if u32::try_from(plane).is_err() {
         return Ok(None);
     }
-    let np = py.import("numpy")?;
-    let out = np.call_method1("empty", ((t_frames, 2usize, h, w), np.getattr("float32")?))?;
-    let arr = out.cast::<numpy::PyArray4<f32>>()?;
+    // SAFETY: a fresh C-contiguous array; its elements are read only after `count_frames`
+    // returned true, which means it wrote every frame (`bounds` has `t_frames` ranges and each
+    // frame's flush writes all of its 2·H·W floats); otherwise the array is dropped unread.
+    let arr = unsafe { numpy::PyArray4::<f32>::new(py, [t_frames, 2, h, w], false) };
     let mut rw: PyReadwriteArray4<'_, f32> = arr.try_readwrite()?;
     let buf = rw
         .as_slice_mut()
@@ -522,6 +514,9 @@ pub(crate) fn frames_by_number_direct<'py>(
         simd: simd_level(),
     };
     let bounds = nmoco_frames::event_count_bounds(n, t_frames);
+    if bounds.len() != t_frames {
+        return Ok(None); // one range per frame, or the uninitialised array is not filled
+    }
     // 8-bit counters (a quarter of the cache footprint) unless the plane is large.
     let narrow = plane <= 1 << 17;
     let inside = FRAME_COUNTS.with(|cell| -> PyResult<bool> {
@@ -554,5 +549,5 @@ pub(crate) fn frames_by_number_direct<'py>(
         return Ok(None);
     }
     drop(rw);
-    Ok(Some(out))
+    Ok(Some(arr.into_any()))
 }
