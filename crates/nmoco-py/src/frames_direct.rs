@@ -450,6 +450,40 @@ thread_local! {
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// A fresh, uninitialised, C-contiguous float32 array allocated by numpy's C API (a failed
+/// allocation is a Python `MemoryError`, as with `np.empty`). Its elements are read only
+/// after `count_frames` returned true, which means it wrote every frame (`bounds` has one
+/// range per frame and each frame's flush writes all of its 2·H·W floats); otherwise the
+/// array is dropped unread.
+fn empty_f32(py: Python<'_>, dims: [usize; 4]) -> PyResult<Bound<'_, numpy::PyArray4<f32>>> {
+    use numpy::npyffi::{NpyTypes, PY_ARRAY_API, npy_intp};
+    use numpy::{Element, PyArrayDescr};
+    let descr: Bound<'_, PyArrayDescr> = f32::get_dtype(py);
+    let mut d = [0 as npy_intp; 4];
+    for (o, &v) in d.iter_mut().zip(&dims) {
+        *o = npy_intp::try_from(v)
+            .map_err(|_| pyo3::exceptions::PyMemoryError::new_err(format!("{dims:?} frames")))?;
+    }
+    // SAFETY: `descr` is numpy's float32 dtype; `PyArray_NewFromDescr` steals one reference to
+    // it (hence `into_ptr`). Four dimensions, default (C) strides, numpy-allocated data; a NULL
+    // result carries a Python exception (MemoryError for a size it cannot allocate).
+    let arr = unsafe {
+        let ptr = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            numpy::npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            descr.into_ptr().cast(),
+            4,
+            d.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(py, ptr)?
+    };
+    Ok(arr.cast_into::<numpy::PyArray4<f32>>()?)
+}
+
 /// SpikingJelly's `integrate_events_by_fixed_frames_number(.., 'number', ..)` on a canvas of the
 /// sensor's own size without post-processing, counted straight from the numpy columns in
 /// their own dtypes (x and y of one dtype): per block of events one pass turns p into ON
@@ -498,10 +532,7 @@ pub(crate) fn frames_by_number_direct<'py>(
     if u32::try_from(plane).is_err() {
         return Ok(None);
     }
-    // SAFETY: a fresh C-contiguous array; its elements are read only after `count_frames`
-    // returned true, which means it wrote every frame (`bounds` has `t_frames` ranges and each
-    // frame's flush writes all of its 2·H·W floats); otherwise the array is dropped unread.
-    let arr = unsafe { numpy::PyArray4::<f32>::new(py, [t_frames, 2, h, w], false) };
+    let arr = empty_f32(py, [t_frames, 2, h, w])?;
     let mut rw: PyReadwriteArray4<'_, f32> = arr.try_readwrite()?;
     let buf = rw
         .as_slice_mut()
