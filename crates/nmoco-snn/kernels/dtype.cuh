@@ -33,3 +33,43 @@ __device__ __forceinline__ elem_t nmoco_st(float v) {
 #else
 #error "NMOCO_DTYPE must be 0, 1 or 2"
 #endif
+
+// L adjacent elements p[0..L) as f32, in one access when L = 2 (p must then be aligned to two
+// elements: 8 B for f32, 4 B for f16/bf16, the width of a float2 / __nv_bfloat162). Element 0 is
+// the low half of the word (little-endian), as in memory.
+template <int L>
+struct nmoco_vec;
+
+template <>
+struct nmoco_vec<1> {
+  static __device__ __forceinline__ void ld(const elem_t* p, float* v) { v[0] = nmoco_ld(p[0]); }
+  static __device__ __forceinline__ void st(elem_t* p, const float* v) { p[0] = nmoco_st(v[0]); }
+};
+
+#if NMOCO_DTYPE == 0
+template <>
+struct nmoco_vec<2> {
+  static __device__ __forceinline__ void ld(const elem_t* p, float* v) {
+    const unsigned long long w = *reinterpret_cast<const unsigned long long*>(p);
+    v[0] = __uint_as_float((unsigned int)w);
+    v[1] = __uint_as_float((unsigned int)(w >> 32));
+  }
+  static __device__ __forceinline__ void st(elem_t* p, const float* v) {
+    *reinterpret_cast<unsigned long long*>(p) =
+        ((unsigned long long)__float_as_uint(v[1]) << 32) | __float_as_uint(v[0]);
+  }
+};
+#else
+template <>
+struct nmoco_vec<2> {
+  static __device__ __forceinline__ void ld(const elem_t* p, float* v) {
+    const unsigned int w = *reinterpret_cast<const unsigned int*>(p);
+    v[0] = nmoco_ld((elem_t)(w & 0xffffu));
+    v[1] = nmoco_ld((elem_t)(w >> 16));
+  }
+  static __device__ __forceinline__ void st(elem_t* p, const float* v) {
+    *reinterpret_cast<unsigned int*>(p) =
+        (unsigned int)nmoco_st(v[0]) | ((unsigned int)nmoco_st(v[1]) << 16);
+  }
+};
+#endif

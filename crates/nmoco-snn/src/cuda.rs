@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
 
 use crate::config::Params;
 use crate::cuda_variants::{
-    KERNEL_BWD, KERNEL_FWD, KERNEL_PLIF_FINISH, KERNEL_POOL_BWD, KERNEL_POOL_FWD, KernelDtype,
-    Variant, pool_module_name, pool_options, pool_source,
+    KERNEL_PLIF_FINISH, KERNEL_POOL_BWD, KERNEL_POOL_FWD, KernelDtype, NeuronLaunch, Variant,
+    count_neuron_launch, neuron_launch, pool_module_name, pool_options, pool_source, vec_policy,
 };
 use crate::error::SnnError;
 use crate::nvrtc::Nvrtc;
@@ -204,6 +204,26 @@ fn grid(n: usize) -> LaunchConfig {
     }
 }
 
+/// The neuron kernels' launch over `n` neurons whose `[T, N]` buffers start at `ptrs`
+/// ([`neuron_launch`] under the process-wide [`vec_policy`]).
+fn neuron_cfg(
+    op: &'static str,
+    n: usize,
+    dtype: KernelDtype,
+    ptrs: &[u64],
+) -> Result<(NeuronLaunch, LaunchConfig)> {
+    let l = neuron_launch(n, dtype, ptrs, vec_policy()).ok_or_else(|| {
+        candle_core::Error::msg(format!("{op}: {n} neurons per step exceed one CUDA grid"))
+    })?;
+    count_neuron_launch(l.lanes);
+    let cfg = LaunchConfig {
+        grid_dim: (l.grid, 1, 1),
+        block_dim: (l.block, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    Ok((l, cfg))
+}
+
 fn kdtype(op: &'static str, dt: DType) -> Result<KernelDtype> {
     match dt {
         DType::F32 => Ok(KernelDtype::F32),
@@ -258,7 +278,10 @@ fn fwd_t<T: CudaDType + DeviceRepr>(
     // is allocated so that empty inputs never ask the driver for 0 bytes).
     let out = unsafe { dev.alloc::<T>((t * n).max(1))? };
     if t * n > 0 {
-        let f = load(&dev, v, KERNEL_FWD)?;
+        let stream = dev.cuda_stream();
+        let ptrs = [x.device_ptr(&stream).0, out.device_ptr(&stream).0];
+        let (launch, cfg) = neuron_cfg(op, n, v.dtype, &ptrs)?;
+        let f = load(&dev, v, launch.fwd)?;
         let w_view = match w {
             Some((ws, wl)) => {
                 let (a, b) = offsets(wl, op)?;
@@ -267,7 +290,6 @@ fn fwd_t<T: CudaDType + DeviceRepr>(
             None => T::as_cuda_slice(s)?.slice(o1..o2),
         };
         let (t32, n64) = (t as u32, n as u64);
-        let stream = dev.cuda_stream();
         let mut b = stream.launch_builder(&f);
         b.arg(&x);
         b.arg(&out);
@@ -277,8 +299,9 @@ fn fwd_t<T: CudaDType + DeviceRepr>(
         b.arg(&p.k);
         b.arg(&p.vth);
         b.arg(&p.vr);
-        // SAFETY: argument list matches nmoco_neuron_fwd's signature.
-        unsafe { b.launch(grid(n)) }.w()?;
+        // SAFETY: argument list matches nmoco_neuron_fwd's (and _v2's) signature; with two
+        // neurons per thread, `neuron_launch` checked that N is even and x, out are aligned.
+        unsafe { b.launch(cfg) }.w()?;
     }
     Ok(T::wrap_cuda_slice(out, dev))
 }
@@ -345,9 +368,15 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
     };
     let gk_acc = dev.alloc_zeros::<f32>(1)?;
     if tn > 0 {
-        let f = load(&dev, v, KERNEL_BWD)?;
-        let (t32, n64, sg_a) = (t as u32, n as u64, p.surrogate.param());
         let stream = dev.cuda_stream();
+        let ptrs = [
+            x.device_ptr(&stream).0,
+            g.device_ptr(&stream).0,
+            out.device_ptr(&stream).0,
+        ];
+        let (launch, cfg) = neuron_cfg(op, n, v.dtype, &ptrs)?;
+        let f = load(&dev, v, launch.bwd)?;
+        let (t32, n64, sg_a) = (t as u32, n as u64, p.surrogate.param());
         let mut b = stream.launch_builder(&f);
         b.arg(&x);
         b.arg(&g);
@@ -364,8 +393,10 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
         b.arg(&p.vth);
         b.arg(&p.vr);
         b.arg(&sg_a);
-        // SAFETY: argument list matches nmoco_neuron_bwd's signature.
-        unsafe { b.launch(grid(n)) }.w()?;
+        // SAFETY: argument list matches nmoco_neuron_bwd's (and _v2's) signature; with two
+        // neurons per thread, `neuron_launch` checked that N is even and x, g, out are aligned
+        // (the f32 trace scratch is read and written per element).
+        unsafe { b.launch(cfg) }.w()?;
     }
     if plif {
         let f = load(&dev, v, KERNEL_PLIF_FINISH)?;

@@ -2,9 +2,11 @@
 //! compile test (which needs no GPU and no `cuda` build) checks exactly what the GPU path loads.
 //!
 //! One NVRTC module per [`Variant`]: `neuron_common.cuh` followed by `lif.cu`, specialised by
-//! `-D` defines, holding the kernels [`KERNEL_FWD`], [`KERNEL_BWD`] and [`KERNEL_PLIF_FINISH`].
+//! `-D` defines, holding the kernels [`KERNEL_FWD`], [`KERNEL_BWD`] (one neuron per thread),
+//! [`KERNEL_FWD_V2`], [`KERNEL_BWD_V2`] (two adjacent neurons per thread, 2-element loads and
+//! stores; chosen by [`neuron_launch`]) and [`KERNEL_PLIF_FINISH`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::config::{Charge, Params};
 
@@ -35,8 +37,119 @@ pub const LIF_SRC: &str = include_str!("../kernels/lif.cu");
 pub const KERNEL_FWD: &str = "nmoco_neuron_fwd";
 pub const KERNEL_BWD: &str = "nmoco_neuron_bwd";
 pub const KERNEL_PLIF_FINISH: &str = "nmoco_plif_finish";
+/// [`KERNEL_FWD`] with two adjacent neurons per thread (one 2-element load/store per step).
+pub const KERNEL_FWD_V2: &str = "nmoco_neuron_fwd_v2";
+/// [`KERNEL_BWD`] with two adjacent neurons per thread.
+pub const KERNEL_BWD_V2: &str = "nmoco_neuron_bwd_v2";
 /// Every `extern "C" __global__` entry point of [`LIF_SRC`].
-pub const KERNELS: [&str; 3] = [KERNEL_FWD, KERNEL_BWD, KERNEL_PLIF_FINISH];
+pub const KERNELS: [&str; 5] = [
+    KERNEL_FWD,
+    KERNEL_BWD,
+    KERNEL_PLIF_FINISH,
+    KERNEL_FWD_V2,
+    KERNEL_BWD_V2,
+];
+
+/// Threads per block of the neuron kernels (a power of two: PLIF's block reduction needs it).
+pub const NEURON_BLOCK: u32 = 256;
+
+/// When the neuron kernels use the two-neurons-per-thread instantiation (`_v2`), given that
+/// `N` is even and every `[T, N]` pointer is aligned to two elements ([`neuron_launch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VecPolicy {
+    /// Always one neuron per thread.
+    Never,
+    /// f16/bf16 storage only (2-byte elements, where one-element accesses waste most of each
+    /// memory transaction's issue slots); f32 stays one neuron per thread. The default.
+    Half,
+    /// Every storage dtype (f32 with 8-byte accesses).
+    Always,
+}
+
+static VEC_POLICY: AtomicU8 = AtomicU8::new(1);
+
+/// Sets the [`VecPolicy`] for later launches (process-wide; the GPU check and benchmark compare
+/// the instantiations with it).
+pub fn set_vec_policy(p: VecPolicy) {
+    let v = match p {
+        VecPolicy::Never => 0,
+        VecPolicy::Half => 1,
+        VecPolicy::Always => 2,
+    };
+    VEC_POLICY.store(v, Ordering::Relaxed);
+}
+
+/// See [`set_vec_policy`].
+pub fn vec_policy() -> VecPolicy {
+    match VEC_POLICY.load(Ordering::Relaxed) {
+        0 => VecPolicy::Never,
+        2 => VecPolicy::Always,
+        _ => VecPolicy::Half,
+    }
+}
+
+static LAUNCHES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts one neuron-kernel launch (forward or backward) with `lanes` neurons per thread.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn count_neuron_launch(lanes: u32) {
+    LAUNCHES[usize::from(lanes == 2)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Neuron-kernel launches (forward and backward) in this process so far: `[one neuron per
+/// thread, two neurons per thread]`. The GPU check uses it to confirm which instantiation ran.
+pub fn neuron_launch_counts() -> [u64; 2] {
+    [
+        LAUNCHES[0].load(Ordering::Relaxed),
+        LAUNCHES[1].load(Ordering::Relaxed),
+    ]
+}
+
+/// One launch of the neuron kernels over `[T, N]`: which instantiation and the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeuronLaunch {
+    /// Neurons per thread: 1 or 2.
+    pub lanes: u32,
+    /// The forward kernel's name ([`KERNEL_FWD`] or [`KERNEL_FWD_V2`]).
+    pub fwd: &'static str,
+    /// The backward kernel's name ([`KERNEL_BWD`] or [`KERNEL_BWD_V2`]).
+    pub bwd: &'static str,
+    /// Blocks of [`NEURON_BLOCK`] threads: enough threads for `N / lanes` (at least one block).
+    pub grid: u32,
+    pub block: u32,
+}
+
+/// The launch for `n` neurons per step of `dtype` storage whose `[T, N]` device pointers
+/// (inputs and outputs the kernel reads or writes as `[T, N]`) are `ptrs`, under `policy`:
+/// two neurons per thread when the policy allows it for `dtype`, `n` is even (so that every row
+/// `t·N` keeps the alignment) and every pointer is a multiple of two elements; otherwise one.
+/// `None` when the grid would exceed CUDA's 2³¹ − 1 blocks.
+pub fn neuron_launch(
+    n: usize,
+    dtype: KernelDtype,
+    ptrs: &[u64],
+    policy: VecPolicy,
+) -> Option<NeuronLaunch> {
+    let wanted = match policy {
+        VecPolicy::Never => false,
+        VecPolicy::Half => dtype != KernelDtype::F32,
+        VecPolicy::Always => true,
+    };
+    let pair = 2 * dtype.bytes() as u64;
+    let vec =
+        wanted && n >= 2 && n.is_multiple_of(2) && ptrs.iter().all(|p| p.is_multiple_of(pair));
+    let lanes: u32 = if vec { 2 } else { 1 };
+    let threads = n.div_ceil(lanes as usize);
+    let grid = threads.div_ceil(NEURON_BLOCK as usize).max(1);
+    let grid = u32::try_from(grid).ok().filter(|g| *g <= i32::MAX as u32)?;
+    Some(NeuronLaunch {
+        lanes,
+        fwd: if vec { KERNEL_FWD_V2 } else { KERNEL_FWD },
+        bwd: if vec { KERNEL_BWD_V2 } else { KERNEL_BWD },
+        grid,
+        block: NEURON_BLOCK,
+    })
+}
 
 /// The max-pool 3×3/2 kernels with a saved argmax (compiled after [`DTYPE_SRC`]: [`pool_source`]).
 pub const POOL_SRC: &str = include_str!("../kernels/pool.cu");
@@ -79,6 +192,14 @@ impl KernelDtype {
             KernelDtype::F32 => 0,
             KernelDtype::F16 => 1,
             KernelDtype::Bf16 => 2,
+        }
+    }
+
+    /// Bytes per stored element.
+    pub fn bytes(self) -> usize {
+        match self {
+            KernelDtype::F32 => 4,
+            KernelDtype::F16 | KernelDtype::Bf16 => 2,
         }
     }
 
@@ -209,5 +330,134 @@ impl Variant {
     /// The full source handed to NVRTC (NVRTC sees no file system, so the header is prepended).
     pub fn source(&self) -> String {
         format!("{DTYPE_SRC}\n{COMMON_SRC}\n{LIF_SRC}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALIGNED: u64 = 0x7f00_0000_0200;
+
+    #[test]
+    fn half_policy_pairs_bf16_and_f16_but_not_f32() {
+        for (dt, lanes) in [
+            (KernelDtype::Bf16, 2),
+            (KernelDtype::F16, 2),
+            (KernelDtype::F32, 1),
+        ] {
+            let l = neuron_launch(1000, dt, &[ALIGNED, ALIGNED + 64], VecPolicy::Half).unwrap();
+            assert_eq!(l.lanes, lanes, "{dt:?}");
+            assert_eq!(l.block, NEURON_BLOCK);
+            // 1000 neurons: 500 threads (2 blocks) or 1000 threads (4 blocks).
+            assert_eq!(l.grid, if lanes == 2 { 2 } else { 4 }, "{dt:?}");
+            let (f, b) = if lanes == 2 {
+                (KERNEL_FWD_V2, KERNEL_BWD_V2)
+            } else {
+                (KERNEL_FWD, KERNEL_BWD)
+            };
+            assert_eq!((l.fwd, l.bwd), (f, b));
+        }
+    }
+
+    #[test]
+    fn policies_never_and_always() {
+        let p = [ALIGNED];
+        let never = neuron_launch(512, KernelDtype::Bf16, &p, VecPolicy::Never).unwrap();
+        assert_eq!((never.lanes, never.fwd, never.grid), (1, KERNEL_FWD, 2));
+        let always = neuron_launch(512, KernelDtype::F32, &p, VecPolicy::Always).unwrap();
+        assert_eq!(
+            (always.lanes, always.bwd, always.grid),
+            (2, KERNEL_BWD_V2, 1)
+        );
+    }
+
+    #[test]
+    fn odd_n_or_misaligned_pointers_fall_back_to_one_neuron_per_thread() {
+        let pol = VecPolicy::Always;
+        let bf = KernelDtype::Bf16;
+        assert_eq!(neuron_launch(513, bf, &[ALIGNED], pol).unwrap().lanes, 1);
+        assert_eq!(neuron_launch(1, bf, &[ALIGNED], pol).unwrap().lanes, 1);
+        // bf16 pairs need 4-byte alignment: an offset of one element (2 B) breaks it, two do not.
+        assert_eq!(
+            neuron_launch(512, bf, &[ALIGNED, ALIGNED + 2], pol)
+                .unwrap()
+                .lanes,
+            1
+        );
+        assert_eq!(
+            neuron_launch(512, bf, &[ALIGNED, ALIGNED + 4], pol)
+                .unwrap()
+                .lanes,
+            2
+        );
+        // f32 pairs need 8 bytes: one f32 element (4 B) off breaks it.
+        let f = KernelDtype::F32;
+        assert_eq!(neuron_launch(512, f, &[ALIGNED + 4], pol).unwrap().lanes, 1);
+        assert_eq!(neuron_launch(512, f, &[ALIGNED + 8], pol).unwrap().lanes, 2);
+        // No pointer to check (nothing to misalign): N decides.
+        assert_eq!(neuron_launch(2, f, &[], pol).unwrap().lanes, 2);
+    }
+
+    #[test]
+    fn grid_covers_every_neuron_exactly_once() {
+        for pol in [VecPolicy::Never, VecPolicy::Always] {
+            for n in [
+                0usize, 1, 2, 255, 256, 257, 511, 512, 513, 1024, 70_002, 70_001,
+            ] {
+                let l = neuron_launch(n, KernelDtype::Bf16, &[ALIGNED], pol).unwrap();
+                let threads = l.grid as usize * l.block as usize;
+                let lanes = l.lanes as usize;
+                // Enough threads for every neuron, and less than one block of idle ones.
+                assert!(threads * lanes >= n, "{pol:?} n={n}: {l:?}");
+                assert!(
+                    n == 0 || threads - n.div_ceil(lanes) < l.block as usize,
+                    "{pol:?} n={n}: {l:?}"
+                );
+                assert!(l.grid >= 1);
+                if lanes == 2 {
+                    assert_eq!(n % 2, 0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_neurons_is_refused_not_truncated() {
+        let n = (i32::MAX as usize + 1) * NEURON_BLOCK as usize;
+        assert!(neuron_launch(n, KernelDtype::F32, &[ALIGNED], VecPolicy::Never).is_none());
+        // The same N fits with two neurons per thread.
+        assert!(neuron_launch(n, KernelDtype::F32, &[ALIGNED], VecPolicy::Always).is_some());
+    }
+
+    #[test]
+    fn launch_counts_count_by_lanes() {
+        let [a, b] = neuron_launch_counts();
+        count_neuron_launch(2);
+        count_neuron_launch(1);
+        count_neuron_launch(2);
+        let [c, d] = neuron_launch_counts();
+        assert!(c > a && d >= b + 2, "{a} {b} {c} {d}");
+    }
+
+    #[test]
+    fn policy_round_trips() {
+        let before = vec_policy();
+        for p in [VecPolicy::Never, VecPolicy::Always, VecPolicy::Half] {
+            set_vec_policy(p);
+            assert_eq!(vec_policy(), p);
+        }
+        set_vec_policy(before);
+    }
+
+    #[test]
+    fn every_named_kernel_is_defined_once_in_lif_cu() {
+        for k in KERNELS {
+            let defs = LIF_SRC
+                .lines()
+                .filter(|l| l.contains("__global__ void") && l.contains(&format!(" {k}(")))
+                .count();
+            assert_eq!(defs, 1, "{k}");
+        }
     }
 }

@@ -247,3 +247,85 @@ fn every_pool_variant_compiles() {
     }
     println!("nvrtc_compile: {n} max-pool modules compiled");
 }
+
+/// The PTX of entry `k` in `ptx` (up to the next entry).
+fn entry_ptx<'a>(ptx: &'a str, k: &str) -> &'a str {
+    let start = ptx
+        .find(&format!(".entry {k}("))
+        .unwrap_or_else(|| panic!("no entry {k}"));
+    let rest = &ptx[start + 1..];
+    let end = rest.find(".entry ").map_or(rest.len(), |e| e + 1);
+    &ptx[start..start + end]
+}
+
+/// Widths in bytes of the global loads and stores of a PTX entry (`ld.global.u32` → 4,
+/// `ld.global.nc.v2.f32` → 8, ...).
+fn global_access_widths(entry: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for line in entry.lines() {
+        let op = line.split_whitespace().next().unwrap_or("");
+        if !(op.starts_with("ld.global") || op.starts_with("st.global")) {
+            continue;
+        }
+        let parts: Vec<&str> = op.split('.').collect();
+        let lanes = if parts.contains(&"v4") {
+            4
+        } else if parts.contains(&"v2") {
+            2
+        } else {
+            1
+        };
+        let ty = parts.last().copied().unwrap_or("");
+        let bits: u32 = ty[1..].parse().unwrap_or(0);
+        out.push(lanes * bits / 8);
+    }
+    out
+}
+
+/// The two-neuron kernels move two elements per global access (4 B for f16/bf16, 8 B for f32)
+/// where the one-neuron kernels move one: checked on the PTX of the default LIF (no PLIF `w`
+/// load) with T fixed (no f32 trace buffer), forward and backward, every storage dtype.
+#[test]
+fn two_neuron_kernels_use_two_element_accesses() {
+    use nmoco_snn::cuda_variants::{
+        KERNEL_BWD, KERNEL_BWD_V2, KERNEL_FWD, KERNEL_FWD_V2, KernelDtype,
+    };
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e})");
+            return;
+        }
+    };
+    for dtype in KernelDtype::ALL {
+        let v = Variant::all()
+            .into_iter()
+            .find(|v| v.dtype == dtype && !v.plif && v.charge == 1)
+            .expect("a LIF variant")
+            .with_t_static(16);
+        let ptx = nvrtc
+            .compile_ptx(&v.source(), &v.module_name(), &v.options(90))
+            .unwrap_or_else(|e| panic!("{}: {e}", v.module_name()));
+        let one = dtype.bytes() as u32;
+        for (k1, k2) in [(KERNEL_FWD, KERNEL_FWD_V2), (KERNEL_BWD, KERNEL_BWD_V2)] {
+            let w1 = global_access_widths(entry_ptx(&ptx, k1));
+            let w2 = global_access_widths(entry_ptx(&ptx, k2));
+            println!(
+                "nvrtc_compile: {dtype:?} {k1}: {} global accesses of {one} B, {k2}: {} of {} B",
+                w1.len(),
+                w2.len(),
+                2 * one
+            );
+            assert!(
+                !w1.is_empty() && !w2.is_empty(),
+                "{dtype:?} {k1}: {w1:?} {k2}: {w2:?}"
+            );
+            assert!(w1.iter().all(|w| *w == one), "{dtype:?} {k1}: {w1:?}");
+            assert!(w2.iter().all(|w| *w == 2 * one), "{dtype:?} {k2}: {w2:?}");
+            // Fixed T = 16: one access per step and stream (fwd: x, s; bwd: x, g, gx), both kernels.
+            assert_eq!(w1.len(), w2.len(), "{dtype:?} {k1} {w1:?} vs {k2} {w2:?}");
+        }
+    }
+}

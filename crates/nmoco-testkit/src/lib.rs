@@ -1,5 +1,5 @@
 //! Helpers shared by the workspace's parity tests, benchmarks' checks and device checks
-//! (`examples/gpu_check.rs`, `examples/gpu_conv_check.rs`): deterministic pseudo-random inputs,
+//! (`examples/gpu_check/`, `examples/gpu_conv_check.rs`): deterministic pseudo-random inputs,
 //! tensors flattened to `Vec<f32>`, error measures and a synchronised median timer.
 //!
 //! Only ever a dev-dependency (or behind a `testing` feature that only dev-dependencies turn

@@ -14,6 +14,12 @@
 //!    runs after warm-up, each bracketed by device synchronisation; bandwidth = the bytes the op
 //!    must move / time, against a device-to-device copy measured in the same run.
 //!
+//! 3. **Two neurons per thread** (`vec.rs`): for every variant, f32/f16/bf16, the
+//!    two-neuron kernels (`nmoco_neuron_fwd_v2` / `_bwd_v2`) against the one-neuron kernels
+//!    (spikes and `dL/dx` bit for bit, PLIF's `dL/dw` to rounding) and the reference twin, on even
+//!    `N`; odd `N` and misaligned buffers must fall back to one neuron per thread (checked through
+//!    the launch counters). The benchmark times both instantiations in f32 and bf16.
+//!
 //! Then the max-pool 3×3/2 with its saved argmax (`nmoco_snn::max_pool_3x3_s2`): values and
 //! gradients against its reference twin on the device, the CPU op, and (f16/bf16) the f32 op.
 //!
@@ -24,7 +30,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use nmoco_snn::cuda_variants::set_static_t;
+use nmoco_snn::cuda_variants::{VecPolicy, set_static_t, set_vec_policy};
 use nmoco_snn::testing::{NeuronRun as Run, flat, median_ms, rand_vec, run_neuron};
 use nmoco_snn::{NeuronConfig, NeuronKind, lif_multistep, lif_multistep_bwd, lif_multistep_ref};
 
@@ -32,11 +38,22 @@ use nmoco_snn::{NeuronConfig, NeuronKind, lif_multistep, lif_multistep_bwd, lif_
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
 /// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
 /// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
+mod vec;
+
 #[global_allocator]
 static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
 /// A test shape: dims, input range, gradient tolerance.
 type Shape = (&'static [usize], f32, f32, f64);
+
+/// The PLIF variant checked on the extra shapes.
+fn plif_one() -> NeuronConfig {
+    NeuronConfig {
+        kind: NeuronKind::Plif,
+        tau: 3.0,
+        ..NeuronConfig::default()
+    }
+}
 
 /// Forward and backward through the fused op or the reference twin (see [`run_neuron`]).
 fn run(
@@ -152,6 +169,7 @@ fn main() -> Result<()> {
     // ---- 1. agreement ----
     let mut failures = agreement(&dev, args.on_cpu)?;
     failures += large_tensor(&dev)?;
+    failures += vec::vectorised(&dev, args.on_cpu)?;
     failures += max_pool(&dev)?;
     // ---- 2. benchmark ----
     let (t, n) = (16usize, args.n_bench);
@@ -181,18 +199,13 @@ fn agreement(dev: &Device, on_cpu: bool) -> Result<usize> {
         (&[4, 70_001], -1.0, 3.0, 1e-5),
     ];
     let variants = NeuronConfig::all_variants();
-    let plif_one = NeuronConfig {
-        kind: NeuronKind::Plif,
-        tau: 3.0,
-        ..NeuronConfig::default()
-    };
     let mut jobs: Vec<(NeuronConfig, Shape)> = Vec::new();
     for cfg in &variants {
         for sh in all_shapes {
             jobs.push((cfg.clone(), sh));
         }
     }
-    for cfg in [NeuronConfig::default(), plif_one] {
+    for cfg in [NeuronConfig::default(), plif_one()] {
         for sh in extra_shapes {
             jobs.push((cfg.clone(), sh));
         }
@@ -474,14 +487,37 @@ fn benchmark(
     push("reference_fwd_bwd_f32_autograd", 20.0, ms);
     drop(xv);
     if !on_cpu {
+        // Two neurons per thread (8-byte accesses) in f32 too.
+        set_vec_policy(VecPolicy::Always);
+        let ms = median_ms(dev, 3, reps, || fwd(&x))?;
+        push("fused_fwd_f32_v2", 8.0, ms);
+        let ms = median_ms(dev, 3, reps, || fwd_bwd(&x, &g))?;
+        push("fused_fwd_bwd_f32_v2", 20.0, ms);
         let xb = x.to_dtype(DType::BF16)?;
         let gb = g.to_dtype(DType::BF16)?;
         let ms = median_ms(dev, 3, reps, || xb.copy().map(|_| ()))?;
         push("copy_dtod_bf16", 4.0, ms);
+        let ms = median_ms(dev, 3, reps, || xb.affine(1.0, 0.0).map(|_| ()))?;
+        push("copy_kernel_bf16 (affine)", 4.0, ms);
+        // bf16: two neurons per thread (4-byte accesses, the default) and one (2-byte).
+        let ms = median_ms(dev, 3, reps, || fwd(&xb))?;
+        push("fused_fwd_bf16_v2", 4.0, ms);
+        let ms = median_ms(dev, 3, reps, || fwd_bwd(&xb, &gb))?;
+        push("fused_fwd_bwd_bf16_v2", 10.0, ms);
+        let ms = median_ms(dev, 3, reps, || {
+            lif_multistep_bwd(&xb, &gb, &cfg).map(|_| ())
+        })?;
+        push("fused_bwd_bf16_v2", 6.0, ms);
+        set_vec_policy(VecPolicy::Never);
         let ms = median_ms(dev, 3, reps, || fwd(&xb))?;
         push("fused_fwd_bf16", 4.0, ms);
         let ms = median_ms(dev, 3, reps, || fwd_bwd(&xb, &gb))?;
         push("fused_fwd_bwd_bf16", 10.0, ms);
+        let ms = median_ms(dev, 3, reps, || {
+            lif_multistep_bwd(&xb, &gb, &cfg).map(|_| ())
+        })?;
+        push("fused_bwd_bf16", 6.0, ms);
+        set_vec_policy(VecPolicy::Half);
     }
     // Sanity: a reduction over the bench output, so nothing above is optimised away or unwritten.
     let s = lif_multistep(&x, &cfg)?;
