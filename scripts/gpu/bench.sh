@@ -5,7 +5,8 @@
 # Spikformer-2-256, T = 16, 2x128x128, batch 32, K = 1024:
 #   f32  : nmoco --precision f32 --tf32 1      vs  gpu_moco_step.py --tf32 (TF32 convs and matmuls)
 #   bf16 : nmoco --precision bf16              vs  gpu_moco_step.py --amp  (bf16 autocast)
-# each with per-phase timings (synchronised after every phase), then a memory trace of the device.
+# each with two per-phase profiles (`phases_ms`: synchronised after every phase; `phases_event_ms`:
+# CUDA events at each phase end of an unsynchronised step), then a memory trace of the device.
 #
 # Inputs, prepared on a machine without a GPU:
 #   gpubin/gpu_step.xz   xz -9 of target/release/examples/gpu_step from
@@ -71,4 +72,9 @@ for r in rows:
     mem = r.get("peak_gpu_mem_mib", {}) if ours else {"alloc": r.get("peak_alloc_mb"), "reserved": r.get("peak_reserved_mb"), "device_used": r.get("device_used_mb")}
     print(f'{r.get("row","?"):9s} {"nmoco" if ours else "pytorch+sj":11s} samples/s {r.get("samples_per_s")}  '
           f'step_ms {step_ms:.1f}  mem_mib {mem}  phases_ms {r.get("phases_ms")}')
+    if ours and r.get("phases_event_ms"):
+        ev = r["phases_event_ms"]
+        tot = sum(ev.values()) or float("nan")
+        print(f'{"":21s}phases by {r.get("phase_clock")}: ' +
+              "  ".join(f'{k} {v:.1f} ms ({100 * v / tot:.0f} %)' for k, v in ev.items()))
 PY

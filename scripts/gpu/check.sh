@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The GPU check, run in one device session (see docs/benchmarks.md, "GPU"):
 #   1. gpu_check: fused CUDA neuron kernels vs the reference twin, vs the CPU kernels, f16/bf16 vs
-#      f32, any-T vs fixed-T kernels; then the kernel benchmark at T = 16, N = 16 Mi against a
-#      device-to-device copy;
+#      f32, any-T vs fixed-T kernels, the two-neurons-per-thread kernels (`_v2`, 2-element
+#      loads/stores) vs the one-neuron kernels and the twin (every variant, f32/f16/bf16, even, odd
+#      and misaligned N, with the launch counters confirming which kernel ran); then the kernel
+#      benchmark at T = 16, N = 16 Mi against a device-to-device copy (one- and two-neuron kernels,
+#      f32 and bf16);
 #   1b. gpu_conv_check: cuDNN convolutions (forward, backward-data, backward-filter; f32, f32 + TF32,
 #      bf16) vs the CPU twin, plan/algorithm caching, no input gradient for an untracked input;
 #      then per-op timings at the SEW-ResNet-18 layer shapes (T = 16, B = 32, 2x128x128);
@@ -11,7 +14,9 @@
 #      `nmoco linear-probe --cuda`;
 #   4. 20 pre-training steps on CUDA and on the CPU from identical weights, queue and batches
 #      (`gpu_step --compare-cpu 20`, SEW-ResNet-18 and Spikformer-2-256 at T = 4, B = 8, 64x64,
-#      f32, TF32 off): per-step losses within 1e-3 relative.
+#      f32, TF32 off): per-step losses within 1e-3 relative;
+#   5. the per-phase CUDA-event profile of gpu_step on a small shape (`--phases 3`): the JSON line
+#      must report `phase_clock` "cuda-events" and a positive time for every phase.
 # Inputs (built on a machine without a GPU, see `cargo xtask gpu-build`; the examples: source
 # tools/cuda-env.sh; cargo build --release --features cuda -p nmoco-snn --example gpu_check
 # -p nmoco-conv --example gpu_conv_check -p nmoco-train --example gpu_step):
@@ -23,7 +28,7 @@ log() { echo "== $(date +%T) $*"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader
 
 log "gpu_check"
-timeout 200 /tmp/bin/gpu_check --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
+timeout 260 /tmp/bin/gpu_check --json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.log"
 echo "gpu_check exit: ${PIPESTATUS[0]}"
 
 log "gpu_conv_check (cuDNN)"
@@ -51,8 +56,26 @@ for model in sew18 spikformer; do
   NMOCO_CONV_TF32=0 timeout 150 /tmp/bin/gpu_step --compare-cpu 20 --model $model > "$OUT/cuda_vs_cpu_$model.log" 2>&1
   echo "cuda_vs_cpu $model exit: $?"; grep '^CHECK' "$OUT/cuda_vs_cpu_$model.log" || tail -3 "$OUT/cuda_vs_cpu_$model.log"
 done
+log "gpu_step phase profile (CUDA events), small shape"
+timeout 90 /tmp/bin/gpu_step --t 4 --size 64 --batch 8 --k 256 --warmup 1 --steps 2 --phases 3 \
+  > "$OUT/gpu_step_phases.json" 2> "$OUT/gpu_step_phases.err"
+echo "gpu_step phases exit: $?"
+(python3 - "$OUT/gpu_step_phases.json" <<'PY'
+import json, sys
+try:
+    r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+    ev = r.get("phases_event_ms", {})
+    want = ["data_to_device", "query_forward", "key_forward", "loss", "backward", "optimizer", "momentum", "enqueue"]
+    ok = r.get("phase_clock") == "cuda-events" and all(ev.get(k, 0) > 0 for k in want)
+    print(f'CHECK gpu_step event phases: clock {r.get("phase_clock")}, total {sum(ev.values()):.2f} ms '
+          f'(step_ms {r.get("step_ms")}), {ev} {"PASS" if ok else "FAIL"}')
+except Exception as e:
+    print(f"CHECK gpu_step event phases: FAIL ({e})")
+PY
+) | tee "$OUT/gpu_step_phases.check"
 log "done"
 grep -E "^(CHECK|\|)|copy bandwidth" "$OUT/gpu_check.log"
 grep -E "^(CHECK|TIME)" "$OUT/gpu_conv_check.log"
 grep '^SJ ' "$OUT/sj.log"
 grep -h '^CHECK' "$OUT"/cuda_vs_cpu_*.log
+cat "$OUT/gpu_step_phases.check"

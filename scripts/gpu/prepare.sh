@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares, on a machine without a GPU, what scripts/gpu/check.sh and scripts/gpu/bench.sh need
 # on the GPU machine, inside the checkout (all of it ignored by git through .git/info/exclude):
-#   gpubin/{nmoco,gpu_check,gpu_step}.xz   release builds with --features cuda (tools/cuda-env.sh)
+#   gpubin/{nmoco,gpu_check,gpu_conv_check,gpu_step}.xz   release builds with --features cuda (tools/cuda-env.sh)
 #   shared/anchors, shared/oracles          the anchor scripts and the Spikformer oracle they import
 #   .whl/                                   spikingjelly 2.0.0 + loguru 0.7.3 wheels (pip download)
 # Usage: bash scripts/gpu/prepare.sh   (CARGO_TARGET_DIR is honoured; the CUDA build is slow the
@@ -16,8 +16,9 @@ target=${CARGO_TARGET_DIR:-$root/target}
 cargo build --release --features cuda -p nmoco-cli
 cargo build --release --features cuda -p nmoco-train --example gpu_step
 cargo build --release --features cuda -p nmoco-snn --example gpu_check
+cargo build --release --features cuda -p nmoco-conv --example gpu_conv_check
 mkdir -p gpubin
-for b in release/nmoco release/examples/gpu_step release/examples/gpu_check; do
+for b in release/nmoco release/examples/gpu_step release/examples/gpu_check release/examples/gpu_conv_check; do
   xz -T0 -9 -c "$target/$b" > "gpubin/$(basename "$b").xz"
 done
 if [ -d ../shared/anchors ]; then

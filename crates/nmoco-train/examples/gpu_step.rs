@@ -18,8 +18,14 @@
 //! Prints one JSON line: median step time with a synchronisation after each step (`step_ms`),
 //! the mean over the same number of back-to-back steps synchronised once (`step_ms_pipelined`),
 //! samples/s from the pipelined figure, the memory pool's high-water marks and the device's used
-//! memory (MiB), and with `--phases N` the median time of each phase over N steps run with a
-//! synchronisation after every phase (so the phases add up to more than a pipelined step).
+//! memory (MiB), and with `--phases N` two per-phase profiles (medians over N steps each; phases
+//! `data_to_device` (the two views copied from host memory, which the timed steps above skip),
+//! `query_forward`, `key_forward`, `loss`, `backward`, `optimizer`, `momentum`, `enqueue`):
+//! - `phases_ms`: a synchronisation after every phase, host clock (each phase alone; they add
+//!   up to more than a pipelined step);
+//! - `phases_event_ms`: no synchronisation inside the step; CUDA events recorded on the stream
+//!   at each phase end give the device time per phase (`phase_clock` `cuda-events`; on the CPU
+//!   the host clock, `host`), and `phases_host_ms` the host time spent issuing each phase.
 //!
 //! `--compare-cpu N` runs N steps on CUDA (f32, TF32 off) and on the CPU from identical weights,
 //! queue and batches and prints each step's two losses; it exits with an error when one pair
@@ -31,8 +37,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use nmoco_train::{
-    Encoder, EncoderPair, MocoEncoder, Optimizer, PretrainConfig, Queue, StepConfig, StepSync,
-    moco_loss, train_step_with,
+    EncoderPair, MocoEncoder, Optimizer, Phase, PhaseTimer, PretrainConfig, Queue, StepConfig,
+    StepSync, train_step_marked, train_step_with,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -226,38 +232,73 @@ fn memory_json(dev: &Device) -> Res<String> {
     Ok("{}".into())
 }
 
-/// One step split into phases, each followed by a synchronisation; returns ms per phase.
-fn phased_step(
+/// Medians per phase over the profiled steps: (device or synchronised wall time, host time).
+type Profile = Vec<(Phase, f64, f64)>;
+
+/// `n` steps, each one from the host batch: the two views copied to the device
+/// ([`Phase::DataToDevice`]), then [`train_step_marked`] with [`StepSync::NONE`], timed per phase
+/// by a [`PhaseTimer`]. `synced`: a device synchronisation before every mark (the host clock then
+/// measures each phase alone); otherwise nothing waits inside the step and the device figures
+/// come from CUDA events (the host clock on the CPU). Returns the medians and the timer's clock.
+// The marker closure returns the library's `Result`, as `train_step_marked` requires.
+#[allow(clippy::result_large_err)]
+fn phase_profile(
     s: &mut Setup,
-    xq: &Tensor,
-    xk: &Tensor,
+    a: &Args,
+    host: &[(Vec<f32>, Vec<f32>)],
     dev: &Device,
-) -> Res<Vec<(&'static str, f64)>> {
-    let mut out = Vec::new();
-    let mut t = Instant::now();
-    let mut lap = |name: &'static str, out: &mut Vec<(&'static str, f64)>| -> Res<()> {
-        dev.synchronize()?;
-        out.push((name, t.elapsed().as_secs_f64() * 1e3));
-        t = Instant::now();
-        Ok(())
-    };
-    let negatives = s.queue.tensor(dev)?;
-    let q = s.pair.master.embed(xq, true)?;
-    lap("query_forward", &mut out)?;
-    let k = nmoco_train::step::step_keys(&s.pair, xk, &s.step, 2 * s.opt.steps())?;
-    lap("key_forward", &mut out)?;
-    let l = moco_loss(&q, &k, &negatives, &s.step.loss)?;
-    lap("loss", &mut out)?;
-    let grads = l.loss.backward()?;
-    lap("backward", &mut out)?;
-    s.opt.step_with(&grads, s.lr, s.step.grad_clip, false)?;
-    drop(grads);
-    lap("optimizer", &mut out)?;
-    nmoco_train::momentum::momentum_update(&s.pair.key_vars, &s.pair.master_vars, s.m)?;
-    lap("momentum", &mut out)?;
-    s.queue.push(&l.key_mean)?;
-    lap("enqueue", &mut out)?;
-    Ok(out)
+    n: usize,
+    synced: bool,
+) -> Res<(Profile, &'static str)> {
+    let mut timer = PhaseTimer::new(dev)?;
+    let mut all: BTreeMap<Phase, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    for p in 0..n {
+        let (q, k) = &host[p % host.len()];
+        if synced {
+            dev.synchronize()?;
+        }
+        timer.start()?;
+        let (xq, xk) = (to_dev(a, q, dev)?, to_dev(a, k, dev)?);
+        let mut mark = |phase: Phase| {
+            if synced {
+                dev.synchronize()?;
+            }
+            timer.mark(phase)
+        };
+        mark(Phase::DataToDevice)?;
+        train_step_marked(
+            &s.pair,
+            &mut s.opt,
+            &mut s.queue,
+            &xq,
+            &xk,
+            s.lr,
+            s.m,
+            &s.step,
+            StepSync::NONE,
+            &mut mark,
+        )?;
+        let t = timer.finish()?;
+        for ((phase, d), (_, h)) in t.device_ms.iter().zip(&t.host_ms) {
+            let e = all.entry(*phase).or_default();
+            e.0.push(*d);
+            e.1.push(*h);
+        }
+    }
+    let profile = all
+        .into_iter()
+        .map(|(p, (mut d, mut h))| (p, median(&mut d), median(&mut h)))
+        .collect();
+    Ok((profile, timer.clock()))
+}
+
+/// `{"phase":ms,...}` from a profile's first (`device`) or second figure.
+fn phases_json(p: &Profile, device: bool) -> String {
+    let body: Vec<String> = p
+        .iter()
+        .map(|(ph, d, h)| format!("\"{}\":{:.3}", ph.name(), if device { d } else { h }))
+        .collect();
+    format!("{{{}}}", body.join(","))
 }
 
 fn bench(a: &Args) -> Res<()> {
@@ -307,24 +348,12 @@ fn bench(a: &Args) -> Res<()> {
         Some(l) => l.to_scalar::<f32>()?,
         None => f32::NAN,
     };
-    let mut phases: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut order = Vec::new();
-    for p in 0..a.phases {
-        let (xq, xk) = &views[p % views.len()];
-        for (name, ms) in phased_step(&mut s, xq, xk, &dev)? {
-            if p == 0 {
-                order.push(name);
-            }
-            phases.entry(name).or_default().push(ms);
-        }
-    }
-    let phases_json: Vec<String> = order
-        .iter()
-        .map(|n| format!("\"{n}\":{:.3}", median(phases.get_mut(n).expect("phase"))))
-        .collect();
+    let host = host_views(a, 0);
+    let (synced, _) = phase_profile(&mut s, a, &host, &dev, a.phases, true)?;
+    let (events, clock) = phase_profile(&mut s, a, &host, &dev, a.phases, false)?;
     let step_ms = median(&mut times);
     println!(
-        "{{\"bench\":\"gpu_step\",\"impl\":\"nmoco candle {}\",\"model\":\"{}\",\"precision\":\"{}\",\"tf32\":{},\"input\":[{},{},2,{},{}],\"k\":{},\"params\":{},\"step_ms\":{:.3},\"step_ms_pipelined\":{:.3},\"samples_per_s\":{:.2},\"peak_gpu_mem_mib\":{},\"loss\":{:.4},\"warmup\":{},\"steps\":{},\"phases_ms\":{{{}}}}}",
+        "{{\"bench\":\"gpu_step\",\"impl\":\"nmoco candle {}\",\"model\":\"{}\",\"precision\":\"{}\",\"tf32\":{},\"input\":[{},{},2,{},{}],\"k\":{},\"params\":{},\"step_ms\":{:.3},\"step_ms_pipelined\":{:.3},\"samples_per_s\":{:.2},\"peak_gpu_mem_mib\":{},\"loss\":{:.4},\"warmup\":{},\"steps\":{},\"phases_ms\":{},\"phase_clock\":\"{clock}\",\"phases_event_ms\":{},\"phases_host_ms\":{}}}",
         a.device,
         a.model,
         a.precision,
@@ -342,7 +371,9 @@ fn bench(a: &Args) -> Res<()> {
         loss,
         a.warmup,
         a.steps,
-        phases_json.join(",")
+        phases_json(&synced, false),
+        phases_json(&events, true),
+        phases_json(&events, false),
     );
     Ok(())
 }

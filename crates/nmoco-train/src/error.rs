@@ -49,6 +49,9 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    /// The phase timer was used out of order, or a CUDA event call failed.
+    #[error("phase timer: {reason}")]
+    PhaseTimer { reason: String },
     /// Two variable maps that must hold the same names and shapes do not.
     #[error("variable {name}: {reason}")]
     VarMismatch { name: String, reason: String },

@@ -10,6 +10,7 @@
 //! - [`queue`], [`momentum`]; the optimizer ([`Optimizer`]: SGD/AdamW over candle `Var`s) and
 //!   the schedule ([`lr_at`]) come from `nmoco_optim`;
 //! - [`step`]: [`train_step`], one step on one batch, independent of the loop;
+//!   [`profile`]: per-phase timing of a step ([`PhaseTimer`]: CUDA events or the host clock);
 //! - [`trainer`]: [`pretrain`], the loop over epochs with the kNN monitor, `metrics.jsonl`
 //!   ([`metrics`]), `curves.png`, atomic checkpoints ([`checkpoint`]) and exact resume;
 //! - [`config`]: [`PretrainConfig`], `--set` overrides and validation.
@@ -40,6 +41,7 @@ mod error;
 pub mod loss;
 pub mod metrics;
 pub mod momentum;
+pub mod profile;
 pub mod queue;
 pub mod step;
 pub mod trainer;
@@ -51,10 +53,11 @@ pub use loss::{LossKind, LossParams, moco_loss};
 /// The run directory layout (owned by `nmoco_eval::run_dir`, which the evaluation commands read).
 pub use nmoco_eval::run_dir::{FINAL_FILES, RunPaths};
 pub use nmoco_optim::{OptimKind, OptimParams, Optimizer, lr_at};
+pub use profile::{Phase, PhaseTimer, PhaseTimes};
 pub use queue::Queue;
 pub use step::{
     ShuffleBn, StepConfig, StepOutput, StepResult, StepSync, shuffled_keys, train_step,
-    train_step_with,
+    train_step_marked, train_step_with,
 };
 pub use trainer::{
     EpochStats, Observer, Resume, Silent, StartInfo, StepReport, Summary, pretrain, pretrain_from,
