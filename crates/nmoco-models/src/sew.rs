@@ -75,7 +75,8 @@ pub fn connect(kind: Connect, identity: &Tensor, out: &Tensor) -> Result<Tensor>
     match kind {
         Connect::Add => identity + out,
         Connect::And => identity * out,
-        Connect::Iand => identity * out.affine(-1.0, 1.0)?,
+        // One fused op each way on CUDA; on the CPU the plain ops `identity · (1 − out)`.
+        Connect::Iand => nmoco_snn::sew_iand(identity, out),
     }
 }
 

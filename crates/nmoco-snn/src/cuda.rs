@@ -23,6 +23,9 @@ use crate::error::SnnError;
 use crate::nvrtc::Nvrtc;
 use crate::ops::t_n;
 
+mod connect;
+pub(crate) use connect::{iand_bwd, iand_fwd};
+
 const BLOCK: u32 = 256;
 
 type PtxCache = Mutex<HashMap<(Variant, u32), Arc<String>>>;

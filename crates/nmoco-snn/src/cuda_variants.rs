@@ -163,12 +163,29 @@ pub const KERNEL_POOL_BWD: &str = "nmoco_maxpool_bwd";
 /// Every `extern "C" __global__` entry point of [`POOL_SRC`].
 pub const POOL_KERNELS: [&str; 2] = [KERNEL_POOL_FWD, KERNEL_POOL_BWD];
 
+/// The SEW IAND connect kernels (compiled after [`DTYPE_SRC`]: [`connect_source`]).
+pub const CONNECT_SRC: &str = include_str!("../kernels/connect.cu");
+pub const KERNEL_IAND_FWD: &str = "nmoco_iand_fwd";
+pub const KERNEL_IAND_BWD: &str = "nmoco_iand_bwd";
+/// Every `extern "C" __global__` entry point of [`CONNECT_SRC`].
+pub const CONNECT_KERNELS: [&str; 2] = [KERNEL_IAND_FWD, KERNEL_IAND_BWD];
+
+/// The full connect source handed to NVRTC.
+pub fn connect_source() -> String {
+    format!("{DTYPE_SRC}\n{CONNECT_SRC}")
+}
+
+/// Module name of the connect kernels for `dtype`, e.g. `nmoco_connect_bf16`.
+pub fn connect_module_name(dtype: KernelDtype) -> String {
+    format!("nmoco_connect_{}", dtype.name())
+}
+
 /// Module name of the max-pool kernels for `dtype`, e.g. `nmoco_pool_bf16`.
 pub fn pool_module_name(dtype: KernelDtype) -> String {
     format!("nmoco_pool_{}", dtype.name())
 }
 
-/// NVRTC options of the max-pool kernels for `dtype` on `compute_<arch>`.
+/// NVRTC options of the max-pool and connect kernels for `dtype` on `compute_<arch>`.
 pub fn pool_options(dtype: KernelDtype, arch: u32) -> Vec<String> {
     vec![
         format!("--gpu-architecture=compute_{arch}"),

@@ -329,3 +329,47 @@ fn two_neuron_kernels_use_two_element_accesses() {
         }
     }
 }
+
+/// The SEW IAND connect kernels compile for every storage dtype and architecture, and define
+/// every entry point the Rust side names.
+#[test]
+fn every_connect_variant_compiles() {
+    use nmoco_snn::cuda_variants::{
+        CONNECT_KERNELS, CONNECT_SRC, KernelDtype, connect_module_name, connect_source,
+        pool_options,
+    };
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e})");
+            return;
+        }
+    };
+    for k in CONNECT_KERNELS {
+        assert!(
+            CONNECT_SRC
+                .lines()
+                .any(|l| l.contains("__global__ void") && l.contains(&format!(" {k}("))),
+            "kernel {k} missing from connect.cu"
+        );
+    }
+    let mut n = 0;
+    for dtype in KernelDtype::ALL {
+        for arch in ARCHS {
+            let name = connect_module_name(dtype);
+            let ptx = nvrtc
+                .compile_ptx(&connect_source(), &name, &pool_options(dtype, arch))
+                .unwrap_or_else(|e| panic!("{name} sm_{arch}: {e}"));
+            for k in CONNECT_KERNELS {
+                assert!(
+                    ptx.contains(&format!(".entry {k}(")),
+                    "{name} sm_{arch}: no {k}"
+                );
+            }
+            n += 1;
+        }
+    }
+    println!("nvrtc_compile: {n} connect modules compiled");
+}

@@ -20,6 +20,8 @@
 //!    `N`; odd `N` and misaligned buffers must fall back to one neuron per thread (checked through
 //!    the launch counters). The benchmark times both instantiations in f32 and bf16.
 //!
+//! 4. **SEW IAND connect** (`connect.rs`): the fused op against its twin and the CPU op.
+//!
 //! Then the max-pool 3×3/2 with its saved argmax (`nmoco_snn::max_pool_3x3_s2`): values and
 //! gradients against its reference twin on the device, the CPU op, and (f16/bf16) the f32 op.
 //!
@@ -38,6 +40,7 @@ use nmoco_snn::{NeuronConfig, NeuronKind, lif_multistep, lif_multistep_bwd, lif_
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
 /// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
 /// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
+mod connect;
 mod vec;
 
 #[global_allocator]
@@ -170,6 +173,7 @@ fn main() -> Result<()> {
     let mut failures = agreement(&dev, args.on_cpu)?;
     failures += large_tensor(&dev)?;
     failures += vec::vectorised(&dev, args.on_cpu)?;
+    failures += connect::iand(&dev, args.on_cpu)?;
     failures += max_pool(&dev)?;
     // ---- 2. benchmark ----
     let (t, n) = (16usize, args.n_bench);
@@ -519,6 +523,18 @@ fn benchmark(
         push("fused_bwd_bf16", 6.0, ms);
         set_vec_policy(VecPolicy::Half);
     }
+    // The SEW IAND connect forward, fused (reads a, b, writes y: 12 B/element) and the twin's
+    // two ops (`affine`, `mul`: 20 B/element moved, counted as the fused op's 12).
+    let spikes = lif_multistep(&x, &cfg)?;
+    let ms = median_ms(dev, 3, reps, || {
+        nmoco_snn::sew_iand_fused(&x, &spikes).map(|_| ())
+    })?;
+    push("iand_fwd_f32", 12.0, ms);
+    let ms = median_ms(dev, 3, reps, || {
+        nmoco_snn::sew_iand_ref(&x, &spikes).map(|_| ())
+    })?;
+    push("iand_fwd_f32_twin", 12.0, ms);
+    drop(spikes);
     // Sanity: a reduction over the bench output, so nothing above is optimised away or unwritten.
     let s = lif_multistep(&x, &cfg)?;
     let rate = s.mean_all()?.to_scalar::<f32>()?;

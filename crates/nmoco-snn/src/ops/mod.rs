@@ -1,6 +1,7 @@
 //! The fused ops (candle custom ops) and their public wrappers, one file per op family:
 //! `lif.rs` (IF/LIF), `plif.rs` (PLIF), `bn_lif.rs` (training batch norm fused with IF/LIF),
-//! `pool.rs` (max-pool 3×3/2 with a saved argmax); here the helpers they share.
+//! `pool.rs` (max-pool 3×3/2 with a saved argmax), `connect.rs` (the SEW IAND connect); here the
+//! helpers they share.
 //!
 //! - [`lif_multistep`] (IF and LIF): `LifFwd` (CustomOp1 on `x`) returns the spikes; its `bwd`
 //!   applies `LifBwd` (CustomOp2 on `x`, `dL/ds`) which returns `dL/dx`.
@@ -23,11 +24,13 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use crate::error::SnnError;
 
 mod bn_lif;
+mod connect;
 mod lif;
 mod plif;
 mod pool;
 
 pub use bn_lif::bn_lif_multistep;
+pub use connect::{sew_iand, sew_iand_fused, sew_iand_ref};
 pub use lif::{lif_multistep, lif_multistep_bwd};
 pub use plif::plif_multistep;
 pub use pool::{max_pool_3x3_s2, max_pool_3x3_s2_ref};
