@@ -66,22 +66,58 @@ pub enum VecPolicy {
     Always,
 }
 
-static VEC_POLICY: AtomicU8 = AtomicU8::new(1);
+/// `VecPolicy` as a byte; `UNSET` until the first read, which takes `NMOCO_NEURON_VEC`.
+static VEC_POLICY: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = u8::MAX;
+
+impl VecPolicy {
+    fn code(self) -> u8 {
+        match self {
+            VecPolicy::Never => 0,
+            VecPolicy::Half => 1,
+            VecPolicy::Always => 2,
+        }
+    }
+
+    /// `never`, `half` or `always` (as `NMOCO_NEURON_VEC` takes them, any case).
+    pub fn parse(s: &str) -> Option<VecPolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "never" => Some(VecPolicy::Never),
+            "half" => Some(VecPolicy::Half),
+            "always" => Some(VecPolicy::Always),
+            _ => None,
+        }
+    }
+}
 
 /// Sets the [`VecPolicy`] for later launches (process-wide; the GPU check and benchmark compare
 /// the instantiations with it).
 pub fn set_vec_policy(p: VecPolicy) {
-    let v = match p {
-        VecPolicy::Never => 0,
-        VecPolicy::Half => 1,
-        VecPolicy::Always => 2,
-    };
-    VEC_POLICY.store(v, Ordering::Relaxed);
+    VEC_POLICY.store(p.code(), Ordering::Relaxed);
 }
 
-/// See [`set_vec_policy`].
+/// See [`set_vec_policy`]. Until it is called, the policy is `NMOCO_NEURON_VEC` (`never`,
+/// `half`, `always`; read once) or [`VecPolicy::Half`]; an unknown value is logged and ignored.
 pub fn vec_policy() -> VecPolicy {
-    match VEC_POLICY.load(Ordering::Relaxed) {
+    let mut v = VEC_POLICY.load(Ordering::Relaxed);
+    if v == UNSET {
+        let from_env = std::env::var("NMOCO_NEURON_VEC").ok();
+        let p = match from_env.as_deref().map(|s| (s, VecPolicy::parse(s))) {
+            Some((_, Some(p))) => p,
+            Some((s, None)) => {
+                tracing::warn!(
+                    value = s,
+                    "NMOCO_NEURON_VEC: expected never, half or always; using half"
+                );
+                VecPolicy::Half
+            }
+            None => VecPolicy::Half,
+        };
+        // A concurrent `set_vec_policy` wins over the environment.
+        let _ = VEC_POLICY.compare_exchange(UNSET, p.code(), Ordering::Relaxed, Ordering::Relaxed);
+        v = VEC_POLICY.load(Ordering::Relaxed);
+    }
+    match v {
         0 => VecPolicy::Never,
         2 => VecPolicy::Always,
         _ => VecPolicy::Half,
@@ -455,6 +491,19 @@ mod tests {
         count_neuron_launch(2);
         let [c, d] = neuron_launch_counts();
         assert!(c > a && d >= b + 2, "{a} {b} {c} {d}");
+    }
+
+    #[test]
+    fn policy_names_parse() {
+        assert_eq!(VecPolicy::parse("never"), Some(VecPolicy::Never));
+        assert_eq!(VecPolicy::parse(" Half "), Some(VecPolicy::Half));
+        assert_eq!(VecPolicy::parse("ALWAYS"), Some(VecPolicy::Always));
+        assert_eq!(VecPolicy::parse("sometimes"), None);
+        assert_eq!(VecPolicy::parse(""), None);
+        for p in [VecPolicy::Never, VecPolicy::Half, VecPolicy::Always] {
+            let name = format!("{p:?}");
+            assert_eq!(VecPolicy::parse(&name), Some(p));
+        }
     }
 
     #[test]
