@@ -3,9 +3,10 @@
 #   1. gpu_check: fused CUDA neuron kernels vs the reference twin, vs the CPU kernels, f16/bf16 vs
 #      f32, any-T vs fixed-T kernels, the two-neurons-per-thread kernels (`_v2`, 2-element
 #      loads/stores) vs the one-neuron kernels and the twin (every variant, f32/f16/bf16, even, odd
-#      and misaligned N, with the launch counters confirming which kernel ran); then the kernel
-#      benchmark at T = 16, N = 16 Mi against a device-to-device copy (one- and two-neuron kernels,
-#      f32 and bf16);
+#      and misaligned N, with the launch counters confirming which kernel ran); the max-pool; the
+#      fused training batch norm + IF/LIF op vs the batch-norm op chain + reference neuron
+#      (statistics, spikes, dx/dgamma/dbeta; f32 and bf16); then the kernel benchmark at T = 16,
+#      N = 16 Mi against a device-to-device copy (one- and two-neuron kernels, f32 and bf16);
 #   1b. gpu_conv_check: cuDNN convolutions (forward, backward-data, backward-filter; f32, f32 + TF32,
 #      bf16) vs the CPU twin, plan/algorithm caching, no input gradient for an untracked input;
 #      then per-op timings at the SEW-ResNet-18 layer shapes (T = 16, B = 32, 2x128x128);

@@ -310,33 +310,36 @@ impl BatchNorm {
     }
 
     /// Train-mode BN of a time-folded `x: [T·B, C, ...]` followed by the neuron `sn` over
-    /// `T = t`, returning the spikes (same layout). Fused into one op
-    /// ([`nmoco_snn::bn_lif_multistep`]: the normalised tensor is never written) for fused
-    /// IF/LIF neurons on CPU f32; otherwise BN then the neuron. Same results either way (the
-    /// neuron sees bit-identical inputs; gradients agree to rounding), same running-statistics
-    /// update.
+    /// `T = t`, returning the spikes (same layout). Fused into one op (the normalised tensor is
+    /// never written) for fused IF/LIF neurons on CPU f32 ([`nmoco_snn::bn_lif_multistep`], the
+    /// statistics read back to the host) and on CUDA f32/bf16
+    /// ([`nmoco_snn::bn_lif_multistep_stats`] with [`nmoco_snn::bn_batch_stats`]: statistics,
+    /// spikes and gradients computed on the device with no host copy; compile-tested only until
+    /// nmoco-snn's `examples/gpu_check.rs` runs on a device); otherwise BN then the neuron. Same
+    /// results either way (on the CPU the neuron sees bit-identical inputs; gradients agree to
+    /// rounding), same running-statistics update.
     pub fn forward_train_spiking(&self, x: &Tensor, sn: &Spiking, t: usize) -> Result<Tensor> {
         let fused_cfg = sn.bn_fusable_config();
-        let cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
-        let (Some(cfg), true) = (fused_cfg, cpu_f32 && bn_lif_fusion()) else {
+        let supported = match x.device() {
+            candle_core::Device::Cpu => x.dtype() == DType::F32,
+            candle_core::Device::Cuda(_) => matches!(x.dtype(), DType::F32 | DType::BF16),
+            _ => false,
+        };
+        let (Some(cfg), true) = (fused_cfg, supported && bn_lif_fusion()) else {
             return sn.forward_folded(&self.forward(x, true)?, t);
         };
         let (x4, count) = self.view_nchw(x)?;
         self.check_train_count(x, count)?;
-        let (mean, var) = nmoco_conv::batch_stats(&x4)?;
+        let (mean, var) = nmoco_snn::bn_batch_stats(&x4)?;
         self.update_running(&mean, &var, count)?;
-        let invstd: Vec<f64> = var
-            .to_vec1::<f32>()?
-            .iter()
-            .map(|&v| 1.0 / (f64::from(v) + self.eps).sqrt())
-            .collect();
-        let s = nmoco_snn::bn_lif_multistep(
+        let s = nmoco_snn::bn_lif_multistep_stats(
             &x4,
             t,
             &self.weight,
             &self.bias,
-            &mean.to_vec1::<f32>()?,
-            &invstd,
+            &mean,
+            &var,
+            self.eps,
             cfg,
         )?;
         let s = s.reshape(x.shape())?;

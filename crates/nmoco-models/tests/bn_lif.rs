@@ -167,3 +167,68 @@ fn fused_bn_lif_rejects_bad_shapes_and_plif() -> Result<()> {
     assert!(nmoco_snn::bn_lif_multistep(&x, 3, &gamma, &beta, &[0.0; 2], &[1.0; 2], &cfg).is_ok());
     Ok(())
 }
+
+/// `bn_lif_multistep_stats` (statistics as tensors: the entry point the model uses, which keeps
+/// them on the device on CUDA) equals `bn_lif_multistep` with host statistics bit for bit on
+/// the CPU, values and gradients; `bn_batch_stats` is `nmoco_conv::batch_stats` there.
+#[test]
+fn stats_entry_point_equals_host_entry_point_on_cpu() -> Result<()> {
+    let (t, b, c, h, w) = (3, 2, 5, 4, 3);
+    let (x, g) = inputs(t, b, c, h, w, 21)?;
+    let gamma = Var::from_vec(rnd(4, c, 0.3, 2.0), c, &DEV)?;
+    let beta = Var::from_vec(rnd(5, c, -0.5, 0.8), c, &DEV)?;
+    let eps = 1e-5;
+    let (mean, var) = nmoco_snn::bn_batch_stats(&x)?;
+    let (cm, cv) = nmoco_conv::batch_stats(&x)?;
+    assert_eq!(mean.to_vec1::<f32>()?, cm.to_vec1::<f32>()?);
+    assert_eq!(var.to_vec1::<f32>()?, cv.to_vec1::<f32>()?);
+    let invstd: Vec<f64> = var
+        .to_vec1::<f32>()?
+        .iter()
+        .map(|&v| 1.0 / (f64::from(v) + eps).sqrt())
+        .collect();
+    let mut runs = Vec::new();
+    for host in [true, false] {
+        let cfg = NeuronConfig::default();
+        let xv = Var::from_tensor(&x)?;
+        let s = if host {
+            let m = mean.to_vec1::<f32>()?;
+            nmoco_snn::bn_lif_multistep(xv.as_tensor(), t, &gamma, &beta, &m, &invstd, &cfg)?
+        } else {
+            nmoco_snn::bn_lif_multistep_stats(
+                xv.as_tensor(),
+                t,
+                &gamma,
+                &beta,
+                &mean,
+                &var,
+                eps,
+                &cfg,
+            )?
+        };
+        let grads = (&s * &g)?.sum_all()?.backward()?;
+        let mut out = vec![s.flatten_all()?.to_vec1::<f32>()?];
+        for v in [xv.as_tensor(), gamma.as_tensor(), beta.as_tensor()] {
+            let gv = grads
+                .get(v)
+                .ok_or_else(|| candle_core::Error::Msg("missing gradient".into()))?;
+            out.push(gv.flatten_all()?.to_vec1::<f32>()?);
+        }
+        runs.push(out);
+    }
+    assert_eq!(runs[0], runs[1]);
+    assert!(runs[0][0].contains(&1.0) && runs[0][0].contains(&0.0));
+    // Bad statistics, PLIF and a bf16 input on the CPU are errors, not panics.
+    let short = Tensor::zeros(c - 1, DType::F32, &DEV)?;
+    let cfg = NeuronConfig::default();
+    let stats = |x: &Tensor, m: &Tensor, v: &Tensor, cfg: &NeuronConfig| {
+        nmoco_snn::bn_lif_multistep_stats(x, t, &gamma, &beta, m, v, eps, cfg)
+    };
+    assert!(stats(&x, &short, &var, &cfg).is_err());
+    assert!(stats(&x, &mean, &short, &cfg).is_err());
+    let mut plif = cfg.clone();
+    plif.kind = NeuronKind::Plif;
+    assert!(stats(&x, &mean, &var, &plif).is_err());
+    assert!(stats(&x.to_dtype(DType::BF16)?, &mean, &var, &cfg).is_err());
+    Ok(())
+}

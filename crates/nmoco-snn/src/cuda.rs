@@ -23,6 +23,7 @@ use crate::error::SnnError;
 use crate::nvrtc::Nvrtc;
 use crate::ops::t_n;
 
+pub(crate) mod bn_lif;
 mod connect;
 pub(crate) use connect::{iand_bwd, iand_fwd};
 

@@ -4,7 +4,10 @@
 //! One NVRTC module per [`Variant`]: `neuron_common.cuh` followed by `lif.cu`, specialised by
 //! `-D` defines, holding the kernels [`KERNEL_FWD`], [`KERNEL_BWD`] (one neuron per thread),
 //! [`KERNEL_FWD_V2`], [`KERNEL_BWD_V2`] (two adjacent neurons per thread, 2-element loads and
-//! stores; chosen by [`neuron_launch`]) and [`KERNEL_PLIF_FINISH`].
+//! stores; chosen by [`neuron_launch`]) and [`KERNEL_PLIF_FINISH`]. The fused training batch
+//! norm + IF/LIF kernels have their own table in [`bn`].
+
+pub mod bn;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 

@@ -53,8 +53,8 @@ pub use error::SnnError;
 pub use layers::{SeqToAnn, seq_apply, seq_fold, seq_unfold};
 pub use neuron::{MultiStepNeuron, SingleStepNeuron};
 pub use ops::{
-    bn_lif_multistep, lif_multistep, lif_multistep_bwd, max_pool_3x3_s2, max_pool_3x3_s2_ref,
-    plif_multistep, sew_iand, sew_iand_fused, sew_iand_ref,
+    bn_batch_stats, bn_lif_multistep, bn_lif_multistep_stats, lif_multistep, lif_multistep_bwd,
+    max_pool_3x3_s2, max_pool_3x3_s2_ref, plif_multistep, sew_iand, sew_iand_fused, sew_iand_ref,
 };
 pub use reference::{lif_multistep_ref, plif_multistep_ref, spike_ref};
 pub use surrogate::Surrogate;

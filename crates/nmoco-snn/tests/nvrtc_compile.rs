@@ -373,3 +373,119 @@ fn every_connect_variant_compiles() {
     }
     println!("nvrtc_compile: {n} connect modules compiled");
 }
+
+/// One module to compile: name, source, options, its kernels, architecture.
+type ModuleJob = (String, String, Vec<String>, &'static [&'static str], u32);
+
+/// The fused batch norm + IF/LIF kernels: the reduction module for every supported dtype and
+/// architecture, and the neuron module for every IF/LIF variant (any `T` on every architecture,
+/// fixed `T` at 8 and 16 on sm_90); every entry point the Rust side names is in the source and
+/// in the PTX, and assembles with `ptxas` where available (no spills for the fixed-`T` backward).
+#[test]
+fn every_bn_lif_variant_compiles() {
+    use nmoco_snn::cuda_variants::bn::{
+        BN_LIF_DTYPES, BN_LIF_KERNELS, BN_LIF_SRC, BN_REDUCE_KERNELS, BnLifVariant,
+        bn_reduce_module_name, bn_reduce_options, bn_reduce_source,
+    };
+    let nvrtc = match Nvrtc::load() {
+        Ok(n) => n,
+        Err(e) => {
+            let required = std::env::var("NMOCO_REQUIRE_NVRTC").is_ok_and(|v| v == "1");
+            assert!(!required, "NMOCO_REQUIRE_NVRTC=1 but NVRTC is missing: {e}");
+            println!("nvrtc_compile: could not run, NVRTC not found ({e})");
+            return;
+        }
+    };
+    for k in BN_REDUCE_KERNELS.iter().chain(&BN_LIF_KERNELS) {
+        assert!(
+            BN_LIF_SRC.lines().any(|l| l.contains(&format!(" {k}("))),
+            "kernel {k} missing from bn_lif.cu"
+        );
+    }
+    let mut jobs: Vec<ModuleJob> = Vec::new();
+    for dtype in BN_LIF_DTYPES {
+        for arch in ARCHS {
+            jobs.push((
+                bn_reduce_module_name(dtype),
+                bn_reduce_source(),
+                bn_reduce_options(dtype, arch),
+                &BN_REDUCE_KERNELS,
+                arch,
+            ));
+        }
+    }
+    for v in BnLifVariant::all() {
+        let fixed = STATIC_TS
+            .iter()
+            .map(|t| (BnLifVariant(v.0.with_t_static(*t)), 90));
+        for (bv, arch) in ARCHS.iter().map(|a| (v, *a)).chain(fixed) {
+            jobs.push((
+                bv.module_name(),
+                bv.source(),
+                bv.options(arch),
+                &BN_LIF_KERNELS,
+                arch,
+            ));
+        }
+    }
+    let ptxas = ptxas();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let failures: Vec<String> = jobs
+        .par_iter()
+        .filter_map(|(name, src, opts, kernels, arch)| {
+            let run = || -> Result<(), String> {
+                let ptx = nvrtc
+                    .compile_ptx(src, name, opts)
+                    .map_err(|e| format!("{name} sm_{arch}: {e}"))?;
+                for k in kernels.iter() {
+                    if !ptx.contains(&format!(".entry {k}(")) {
+                        return Err(format!("{name} sm_{arch}: no entry {k} in PTX"));
+                    }
+                }
+                let Some(ptxas) = &ptxas else {
+                    return Ok(());
+                };
+                let file = dir.path().join(format!("{name}_sm{arch}.ptx"));
+                std::fs::write(&file, &ptx).map_err(|e| e.to_string())?;
+                let out = Command::new(ptxas)
+                    .arg(format!("-arch=sm_{arch}"))
+                    .arg("-v")
+                    .arg(&file)
+                    .arg("-o")
+                    .arg(file.with_extension("cubin"))
+                    .output()
+                    .map_err(|e| format!("ptxas: {e}"))?;
+                let log = String::from_utf8_lossy(&out.stderr).into_owned();
+                if !out.status.success() {
+                    return Err(format!("{name} sm_{arch}: ptxas failed: {log}"));
+                }
+                let stats = parse_ptxas(&log);
+                if stats.len() != kernels.len() {
+                    return Err(format!("{name} sm_{arch}: unexpected ptxas output: {log}"));
+                }
+                for (k, _, st, ld) in &stats {
+                    if *st > 0 || *ld > 0 {
+                        return Err(format!("{name} sm_{arch} {k}: spills {st}/{ld} B"));
+                    }
+                }
+                Ok(())
+            };
+            run().err()
+        })
+        .collect();
+    println!(
+        "nvrtc_compile: {} fused batch norm + IF/LIF modules compiled{}",
+        jobs.len() - failures.len(),
+        if ptxas.is_some() {
+            " and assembled"
+        } else {
+            ""
+        }
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

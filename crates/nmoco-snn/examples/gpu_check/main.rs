@@ -21,6 +21,7 @@
 //!    the launch counters). The benchmark times both instantiations in f32 and bf16.
 //!
 //! 4. **SEW IAND connect** (`connect.rs`): the fused op against its twin and the CPU op.
+//! 5. **Fused training BN + IF/LIF** (`bn_lif.rs`): against its op-chain twin; timing.
 //!
 //! Then the max-pool 3×3/2 with its saved argmax (`nmoco_snn::max_pool_3x3_s2`): values and
 //! gradients against its reference twin on the device, the CPU op, and (f16/bf16) the f32 op.
@@ -36,13 +37,14 @@ use nmoco_snn::cuda_variants::{VecPolicy, set_static_t, set_vec_policy};
 use nmoco_snn::testing::{NeuronRun as Run, flat, median_ms, rand_vec, run_neuron};
 use nmoco_snn::{NeuronConfig, NeuronKind, lif_multistep, lif_multistep_bwd, lif_multistep_ref};
 
+mod bn_lif;
+mod connect;
+mod vec;
+
 /// mimalloc keeps freed pages for reuse: candle allocates (and zero-fills) a fresh buffer for
 /// every op output and gradient, and with glibc's allocator every large one is a fresh `mmap`
 /// whose page faults cost more than the op (docs/benchmarks.md, "allocator"); `main` calls
 /// `nmoco_alloc::configure` so that it also keeps freed memory between steps.
-mod connect;
-mod vec;
-
 #[global_allocator]
 static GLOBAL: nmoco_alloc::MiMalloc = nmoco_alloc::MiMalloc;
 
@@ -175,6 +177,7 @@ fn main() -> Result<()> {
     failures += vec::vectorised(&dev, args.on_cpu)?;
     failures += connect::iand(&dev, args.on_cpu)?;
     failures += max_pool(&dev)?;
+    failures += bn_lif::check(&dev, args.on_cpu, args.reps)?;
     // ---- 2. benchmark ----
     let (t, n) = (16usize, args.n_bench);
     let (benches, rate) = benchmark(&dev, t, n, args.reps, args.on_cpu)?;

@@ -29,7 +29,7 @@ mod lif;
 mod plif;
 mod pool;
 
-pub use bn_lif::bn_lif_multistep;
+pub use bn_lif::{bn_batch_stats, bn_lif_multistep, bn_lif_multistep_stats};
 pub use connect::{sew_iand, sew_iand_fused, sew_iand_ref};
 pub use lif::{lif_multistep, lif_multistep_bwd};
 pub use plif::plif_multistep;
