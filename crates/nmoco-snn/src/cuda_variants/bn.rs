@@ -158,4 +158,133 @@ mod tests {
             bn_reduce_module_name(KernelDtype::Bf16)
         );
     }
+
+    /// A host model of `nmoco_bn_stats_partial` + `nmoco_bn_stats_finish` for channel `c` of
+    /// `x: [rows, c_len, sdim]`: the same chunking, the same incremental `(row, s)` walk per
+    /// thread, per-thread shifted f32 sums, the f32 Chan tree per block and the f64 merge. Returns
+    /// `(mean, biased var)` and how often each of the channel's values was visited. It checks the
+    /// algorithm (coverage of the walk, numerical soundness), not the CUDA code itself.
+    fn model_stats(
+        x: &[f32],
+        rows: usize,
+        c_len: usize,
+        sdim: usize,
+        c: usize,
+    ) -> (f64, f64, Vec<u32>) {
+        fn merge<F>(a: (F, F, F), b: (F, F, F)) -> (F, F, F)
+        where
+            F: Copy
+                + PartialEq
+                + Default
+                + std::ops::Add<Output = F>
+                + std::ops::Sub<Output = F>
+                + std::ops::Mul<Output = F>
+                + std::ops::Div<Output = F>,
+        {
+            let zero = F::default();
+            if b.0 == zero {
+                return a;
+            }
+            if a.0 == zero {
+                return b;
+            }
+            let n = a.0 + b.0;
+            let delta = b.1 - a.1;
+            let fb = b.0 / n;
+            (n, a.1 + delta * fb, a.2 + b.2 + delta * delta * a.0 * fb)
+        }
+        let m = rows * sdim;
+        let (chunks, len) = bn_reduce_chunks(m);
+        let addr = |row: usize, s: usize| (row * c_len + c) * sdim + s;
+        let shift = x[addr(0, 0)];
+        let mut visits = vec![0u32; m];
+        let mut total = (0f64, 0f64, 0f64);
+        for j in 0..chunks {
+            let (q0, q1) = (j * len, ((j + 1) * len).min(m));
+            let mut block: Vec<(f32, f32, f32)> = (0..BN_THREADS)
+                .map(|tid| {
+                    let (mut cnt, mut s1, mut s2) = (0f32, 0f32, 0f32);
+                    let mut q = q0 + tid;
+                    if q < q1 {
+                        let (mut row, mut s) = (q / sdim, q % sdim);
+                        let (step_rows, step_s) = (BN_THREADS / sdim, BN_THREADS % sdim);
+                        while q < q1 {
+                            visits[row * sdim + s] += 1;
+                            let v = x[addr(row, s)] - shift;
+                            cnt += 1.0;
+                            s1 += v;
+                            s2 += v * v;
+                            row += step_rows;
+                            s += step_s;
+                            if s >= sdim {
+                                s -= sdim;
+                                row += 1;
+                            }
+                            q += BN_THREADS;
+                        }
+                    }
+                    if cnt > 0.0 {
+                        let d = s1 / cnt;
+                        (cnt, shift + d, (s2 - s1 * d).max(0.0))
+                    } else {
+                        (0.0, 0.0, 0.0)
+                    }
+                })
+                .collect();
+            let mut h = BN_THREADS / 2;
+            while h > 0 {
+                for t in 0..h {
+                    block[t] = merge(block[t], block[t + h]);
+                }
+                h /= 2;
+            }
+            let (n, mean, m2) = block[0];
+            total = merge(total, (f64::from(n), f64::from(mean), f64::from(m2)));
+        }
+        (total.1, total.2 / total.0, visits)
+    }
+
+    #[test]
+    fn model_of_the_stats_kernels_covers_every_value_once_and_does_not_cancel() {
+        // (rows, channels, positions per channel, offset): S = 1 (tokens), S < and > the
+        // block size, many chunks per channel, a large offset against a unit spread.
+        for &(rows, c_len, sdim, offset) in &[
+            (64usize, 3usize, 1usize, 0f32),
+            (7, 2, 37, 0.0),
+            (5, 2, 300, 1000.0),
+            (40, 1, 1024, 100.0),
+        ] {
+            let n = rows * c_len * sdim;
+            // Uniform in [-1, 1) + offset (xorshift; no dependency).
+            let mut st = 0x9E37_79B9_7F4A_7C15u64 ^ rows as u64;
+            let x: Vec<f32> = (0..n)
+                .map(|_| {
+                    st ^= st << 13;
+                    st ^= st >> 7;
+                    st ^= st << 17;
+                    (st >> 40) as f32 / (1u64 << 23) as f32 - 1.0 + offset
+                })
+                .collect();
+            for c in 0..c_len {
+                let (mean, var, visits) = model_stats(&x, rows, c_len, sdim, c);
+                assert!(
+                    visits.iter().all(|&v| v == 1),
+                    "{rows}x{c_len}x{sdim} c={c}"
+                );
+                let vals: Vec<f64> = (0..rows * sdim)
+                    .map(|q| f64::from(x[((q / sdim) * c_len + c) * sdim + q % sdim]))
+                    .collect();
+                let em = vals.iter().sum::<f64>() / vals.len() as f64;
+                let ev = vals.iter().map(|v| (v - em).powi(2)).sum::<f64>() / vals.len() as f64;
+                assert!(
+                    (mean - em).abs() <= 1e-6 * em.abs().max(1.0),
+                    "mean {mean} vs {em}"
+                );
+                assert!(
+                    (var - ev).abs() <= 1e-5 * ev,
+                    "{rows}x{sdim}+{offset}: var {var} vs {ev}"
+                );
+            }
+        }
+    }
 }
