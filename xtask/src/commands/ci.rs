@@ -137,10 +137,13 @@ pub fn plan(cargo: &str, python: Option<PathBuf>, no_python: bool) -> anyhow::Re
             dir: "crates/nmoco-py/pytests".into(),
         },
     });
+    // The oracle tests run `target/debug/nmoco`. Built with the test step's feature unification
+    // (whole workspace, test targets included), it reuses that step's artifacts and only links
+    // the binary; `-p nmoco-cli` alone resolves other features and rebuilds the ML stack.
     steps.push(run_step(
         python_steps[3],
         cargo,
-        &["build", "--quiet", "-p", "nmoco-cli"],
+        &["build", "--quiet", "--workspace", "--bins", "--tests"],
     ));
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
