@@ -10,6 +10,8 @@
 #   SEEDS="0 1 2"  LOSSES="mix infonce mix_mean_key"  SHUFFLE="split off"
 #   FRACTIONS="0.01 0.1 1.0"  PER_CLASS=20  EPOCHS=10 (pre-training; fine-tuning gets the same)
 #   POOL=datasets/synthetic/pool  OUT=runs/fewlabels  PREFIX=fewlabels
+#   FIRST_VARIANT="mix split" (the variant whose runs also hold the baselines; default: the first
+#   of LOSSES and SHUFFLE; set it when a rerun covers other variants, so baselines are not redone)
 # A smoke run: SEEDS=0 LOSSES=mix SHUFFLE=split FRACTIONS="0.1 1.0" PER_CLASS=2 EPOCHS=1 \
 #   POOL=/tmp/pool-smoke PREFIX=smoke scripts/fewlabels.sh target/debug/nmoco
 set -euo pipefail
@@ -32,7 +34,7 @@ fi
 cat "$OUT/make-synthetic.txt" 2>/dev/null || true
 # Variant-major order (all seeds of the first variant first), so that a partial run already
 # gives complete rows; finished steps leave a .done marker and are skipped on a rerun.
-first_variant="$(echo $LOSSES | cut -d' ' -f1) $(echo $SHUFFLE | cut -d' ' -f1)"
+first_variant=${FIRST_VARIANT:-"$(echo $LOSSES | cut -d' ' -f1) $(echo $SHUFFLE | cut -d' ' -f1)"}
 for loss in $LOSSES; do
   for sb in $SHUFFLE; do
     for seed in $SEEDS; do
