@@ -421,28 +421,32 @@ fn bwd_t<T: CudaDType + DeviceRepr>(
     Ok(T::wrap_cuda_slice(out, dev))
 }
 
-type PoolPtxCache = Mutex<HashMap<(KernelDtype, u32), Arc<String>>>;
+type ModuleCache = Mutex<HashMap<(String, u32), Arc<String>>>;
 
-fn load_pool(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunction> {
-    static C: OnceLock<PoolPtxCache> = OnceLock::new();
+/// Loads `kernel` from the NVRTC module `base` (the max-pool, connect and fused batch-norm
+/// modules): compiled once per module and compute capability, the PTX cached for the process.
+fn load_module(
+    dev: &CudaDevice,
+    base: String,
+    source: impl FnOnce() -> String,
+    options: impl FnOnce(u32) -> Vec<String>,
+    kernel: &str,
+) -> Result<CudaFunction> {
+    static C: OnceLock<ModuleCache> = OnceLock::new();
     let arch = arch_of(dev)?;
-    let module = format!("{}_sm{arch}", pool_module_name(kd));
+    let module = format!("{base}_sm{arch}");
     let ptx = {
         let mut cache = C
             .get_or_init(|| Mutex::new(HashMap::new()))
             .lock()
             .map_err(|_| candle_core::Error::msg("ptx cache poisoned"))?;
-        match cache.get(&(kd, arch)) {
+        match cache.get(&(base.clone(), arch)) {
             Some(p) => p.clone(),
             None => {
-                tracing::debug!(module = %module, "nvrtc: compiling max-pool kernels");
-                let ptx = Nvrtc::global()?.compile_ptx(
-                    &pool_source(),
-                    &module,
-                    &pool_options(kd, arch),
-                )?;
-                let ptx = Arc::new(ptx);
-                cache.insert((kd, arch), ptx.clone());
+                tracing::debug!(module = %module, "nvrtc: compiling");
+                let ptx =
+                    Arc::new(Nvrtc::global()?.compile_ptx(&source(), &module, &options(arch))?);
+                cache.insert((base, arch), ptx.clone());
                 ptx
             }
         }
@@ -450,6 +454,16 @@ fn load_pool(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunc
     Ok(dev
         .get_or_load_custom_func(kernel, &module, &ptx)?
         .into_cuda_function())
+}
+
+fn load_pool(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunction> {
+    load_module(
+        dev,
+        pool_module_name(kd),
+        pool_source,
+        |arch| pool_options(kd, arch),
+        kernel,
+    )
 }
 
 /// Max-pool forward over `planes` planes of `h × w`: maxima then argmax in one buffer.

@@ -7,9 +7,6 @@
 //! their agreement with the plain-candle twin (batch norm op chain + reference neuron) is
 //! checked on a device by `examples/gpu_check.rs`, which has not run on a GPU yet.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -17,7 +14,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape, Storage, Tensor};
 
-use super::{arch_of, grid, offsets};
+use super::{grid, load_module, offsets};
 use crate::config::Params;
 use crate::cuda_variants::bn::{
     BN_THREADS, BnLifVariant, KERNEL_BN_COEF, KERNEL_BN_GRAD_FINISH, KERNEL_BN_GRAD_PARTIAL,
@@ -27,44 +24,9 @@ use crate::cuda_variants::bn::{
 };
 use crate::cuda_variants::{KernelDtype, Variant};
 use crate::error::SnnError;
-use crate::nvrtc::Nvrtc;
-
-type ModuleCache = Mutex<HashMap<(String, u32), Arc<String>>>;
-
-/// Loads `kernel` from the module `base` (compiled once per compute capability and cached).
-fn load(
-    dev: &CudaDevice,
-    base: String,
-    source: impl FnOnce() -> String,
-    options: impl FnOnce(u32) -> Vec<String>,
-    kernel: &str,
-) -> Result<CudaFunction> {
-    static C: OnceLock<ModuleCache> = OnceLock::new();
-    let arch = arch_of(dev)?;
-    let module = format!("{base}_sm{arch}");
-    let ptx = {
-        let mut cache = C
-            .get_or_init(|| Mutex::new(HashMap::new()))
-            .lock()
-            .map_err(|_| candle_core::Error::msg("ptx cache poisoned"))?;
-        match cache.get(&(base.clone(), arch)) {
-            Some(p) => p.clone(),
-            None => {
-                tracing::debug!(module = %module, "nvrtc: compiling batch norm + neuron kernels");
-                let ptx =
-                    Arc::new(Nvrtc::global()?.compile_ptx(&source(), &module, &options(arch))?);
-                cache.insert((base, arch), ptx.clone());
-                ptx
-            }
-        }
-    };
-    Ok(dev
-        .get_or_load_custom_func(kernel, &module, &ptx)?
-        .into_cuda_function())
-}
 
 fn load_reduce(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunction> {
-    load(
+    load_module(
         dev,
         bn_reduce_module_name(kd),
         bn_reduce_source,
@@ -74,7 +36,7 @@ fn load_reduce(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFu
 }
 
 fn load_neuron(dev: &CudaDevice, v: BnLifVariant, kernel: &str) -> Result<CudaFunction> {
-    load(
+    load_module(
         dev,
         v.module_name(),
         || v.source(),

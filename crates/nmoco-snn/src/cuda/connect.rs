@@ -1,8 +1,5 @@
 //! `cuda` feature only: launches of the SEW IAND connect kernels (`kernels/connect.cu`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -10,42 +7,20 @@ use candle_core::cuda_backend::cudarc::driver::{
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaDevice, CudaStorage, Layout, Result};
 
-use super::{arch_of, kdtype, offsets};
+use super::{kdtype, load_module, offsets};
 use crate::cuda_variants::{
     KERNEL_IAND_BWD, KERNEL_IAND_FWD, KernelDtype, connect_module_name, connect_source,
     pool_options,
 };
-use crate::nvrtc::Nvrtc;
-
-type ConnectPtxCache = Mutex<HashMap<(KernelDtype, u32), Arc<String>>>;
 
 fn load(dev: &CudaDevice, kd: KernelDtype, kernel: &str) -> Result<CudaFunction> {
-    static C: OnceLock<ConnectPtxCache> = OnceLock::new();
-    let arch = arch_of(dev)?;
-    let module = format!("{}_sm{arch}", connect_module_name(kd));
-    let ptx = {
-        let mut cache = C
-            .get_or_init(|| Mutex::new(HashMap::new()))
-            .lock()
-            .map_err(|_| candle_core::Error::msg("ptx cache poisoned"))?;
-        match cache.get(&(kd, arch)) {
-            Some(p) => p.clone(),
-            None => {
-                tracing::debug!(module = %module, "nvrtc: compiling connect kernels");
-                let ptx = Nvrtc::global()?.compile_ptx(
-                    &connect_source(),
-                    &module,
-                    &pool_options(kd, arch),
-                )?;
-                let ptx = Arc::new(ptx);
-                cache.insert((kd, arch), ptx.clone());
-                ptx
-            }
-        }
-    };
-    Ok(dev
-        .get_or_load_custom_func(kernel, &module, &ptx)?
-        .into_cuda_function())
+    load_module(
+        dev,
+        connect_module_name(kd),
+        connect_source,
+        |arch| pool_options(kd, arch),
+        kernel,
+    )
 }
 
 /// Blocks of 256 threads for a grid-stride loop over `n` elements (at most 2^16 blocks).
