@@ -8,7 +8,9 @@
 # Usage: scripts/fewlabels.sh [NMOCO_BINARY]   (default: builds and uses target/release/nmoco)
 # Settings (environment; defaults = the full regime, hours on 2 cores):
 #   SEEDS="0 1 2"  LOSSES="mix infonce mix_mean_key"  SHUFFLE="split off"
-#   FRACTIONS="0.01 0.1 1.0"  PER_CLASS=20  EPOCHS=10 (pre-training; fine-tuning gets the same)
+#   FRACTIONS="0.01 0.1 1.0"  FINETUNE_FRACTIONS=$FRACTIONS (those fine-tuned, and trained from
+#   scratch; a subset saves the long 100 % runs)  PER_CLASS=20
+#   EPOCHS=10 (pre-training; fine-tuning and training from scratch get the same)
 #   POOL=datasets/synthetic/pool  OUT=runs/fewlabels  PREFIX=fewlabels
 #   FIRST_VARIANT="mix split" (the variant whose runs also hold the baselines; default: the first
 #   of LOSSES and SHUFFLE; set it when a rerun covers other variants, so baselines are not redone)
@@ -22,6 +24,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 LOSSES=${LOSSES:-"mix infonce mix_mean_key"}
 SHUFFLE=${SHUFFLE:-"split off"}
 FRACTIONS=${FRACTIONS:-"0.01 0.1 1.0"}
+FINETUNE_FRACTIONS=${FINETUNE_FRACTIONS:-$FRACTIONS}
 PER_CLASS=${PER_CLASS:-20}
 EPOCHS=${EPOCHS:-10}
 POOL=${POOL:-datasets/synthetic/pool}
@@ -50,6 +53,7 @@ for loss in $LOSSES; do
       if [ "$loss $sb" = "$first_variant" ]; then base=; fi
       for f in $FRACTIONS; do
         for proto in linear-probe finetune; do
+          if [ $proto = finetune ] && [[ " $FINETUNE_FRACTIONS " != *" $f "* ]]; then continue; fi
           log="$OUT/$name.$proto-$f.txt"
           [ -f "$log.done" ] && continue
           set -- --checkpoint "runs/$name" $base --label-fraction "$f" --set seed="$seed"
