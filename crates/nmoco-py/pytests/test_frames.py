@@ -138,6 +138,26 @@ def test_direct_number_path_equals_general_path(rng, xy_dtype, p_dtype, W, H, T)
     assert direct.sum() == n
 
 
+@pytest.mark.parametrize("n", [0, 1, 5, 17, 511, 512, 513, 1025, 40_000])
+def test_direct_number_path_with_empty_and_partial_frames(rng, n):
+    # Fewer events than frames (empty frames before, between and after), and event counts
+    # around the direct path's block size (512), one polarity and one pixel hot.
+    W, H, T = 34, 34, 16
+    cols = {
+        "t": np.arange(n),
+        "x": rng.integers(0, W, n).astype(np.int16),
+        "y": rng.integers(0, H, n).astype(np.int16),
+        "p": rng.integers(0, 2, n).astype(np.int64),
+    }
+    cols["x"][: n // 2] = 5
+    cols["p"][: n // 2] = 0
+    direct = ne.to_frames(cols, T, "number", sensor_size=(W, H))
+    general = ne.to_frames(cols, T, "number", sensor_size=(W, H), clip=1e30)
+    assert direct.shape == (T, 2, H, W)
+    assert direct.tobytes() == general.tobytes()
+    assert direct.sum() == n
+
+
 def test_direct_number_path_hands_off_what_it_does_not_take(rng):
     W, H = 16, 16
     n = 3_000

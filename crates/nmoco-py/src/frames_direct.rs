@@ -285,6 +285,8 @@ fn on_flags_any<T: Lane>(simd: Simd, s: &[T], out: &mut [u8]) {
 trait Count: Copy + Default {
     /// Adds one; true when the counter wrapped to zero.
     fn inc(&mut self) -> bool;
+    /// Takes one away (wrapping): undoes `inc` exactly.
+    fn dec(&mut self);
     fn f32(self) -> f32;
 }
 impl Count for u8 {
@@ -292,6 +294,10 @@ impl Count for u8 {
     fn inc(&mut self) -> bool {
         *self = self.wrapping_add(1);
         *self == 0
+    }
+    #[inline(always)]
+    fn dec(&mut self) {
+        *self = self.wrapping_sub(1);
     }
     #[inline(always)]
     fn f32(self) -> f32 {
@@ -303,6 +309,10 @@ impl Count for u32 {
     fn inc(&mut self) -> bool {
         *self += 1; // fewer than 2^24 events
         false
+    }
+    #[inline(always)]
+    fn dec(&mut self) {
+        *self -= 1; // only after `inc`
     }
     #[inline(always)]
     fn f32(self) -> f32 {
@@ -340,6 +350,12 @@ unsafe fn flush_counts_avx512<C: Count>(frame: &mut [f32], counts: &mut [C]) {
 }
 
 fn flush_counts_any<C: Count>(simd: Simd, frame: &mut [f32], counts: &mut [C]) {
+    // numpy's data is 16-byte aligned: the floats up to the first 64-byte boundary are written
+    // alone, so that none of the vector stores of the rest straddles two cache lines.
+    let head = frame.as_ptr().align_offset(64).min(frame.len());
+    let (frame_head, frame) = frame.split_at_mut(head);
+    let (counts_head, counts) = counts.split_at_mut(head.min(counts.len()));
+    flush_counts(frame_head, counts_head);
     #[cfg(target_arch = "x86_64")]
     match simd {
         // SAFETY: `simd` comes from `simd_level()`.
@@ -363,6 +379,10 @@ struct Geometry {
 
 /// The frames of `frames_by_number_direct`: `buf` holds `bounds.len()` frames of
 /// `counts.len()` = 2·H·W floats; `counts` is all zero. False when an event is off the sensor.
+///
+/// Events go in blocks of `FRAME_BLOCK`; the pixel indices of the next block are computed
+/// (from the columns in memory) before the current block is counted (in L1), so that the
+/// loads of the one overlap the counting of the other.
 fn count_frames<C: Count>(
     g: &Geometry,
     buf: &mut [f32],
@@ -371,78 +391,107 @@ fn count_frames<C: Count>(
     [xc, yc, pc]: [Col<'_>; 3],
 ) -> bool {
     let mut on = [0u8; FRAME_BLOCK];
-    let mut idx = [0u32; FRAME_BLOCK];
+    let mut idx_bufs = [[0u32; FRAME_BLOCK]; 2];
+    let [idx, idx_next] = &mut idx_bufs;
+    let (mut idx, mut idx_next) = (idx, idx_next);
+    // Pixel indices of events s..e into idx[..e - s]; false when one is off the sensor.
+    let mut index = |s: usize, e: usize, idx: &mut [u32; FRAME_BLOCK]| -> bool {
+        let (on, idx) = (&mut on[..e - s], &mut idx[..e - s]);
+        pc.on_flags(g.simd, s, on);
+        macro_rules! same {
+            ($($v:ident),*) => {
+                match (xc, yc) {
+                    $((Col::$v(xs), Col::$v(ys)) => {
+                        index_block_any(g.simd, &xs[s..e], &ys[s..e], on, g.w32, g.hw32, idx)
+                    })*
+                    _ => return false,
+                }
+            };
+        }
+        let (mx, my) = same!(B, I8, U8, I16, U16, I32, U32, I64, U64);
+        (mx as usize) < g.w && (my as usize) < g.h
+    };
+    // (frame, first event, end) of every block, frame by frame.
+    let mut blocks = bounds.iter().enumerate().flat_map(|(f, r)| {
+        r.clone()
+            .step_by(FRAME_BLOCK)
+            .map(move |s| (f, s, (s + FRAME_BLOCK).min(r.end)))
+    });
+    let mut frames = buf.chunks_exact_mut(counts.len());
     // Pixels whose 8-bit counter wrapped (once per 256 events there), in this frame.
     let mut wrapped: Vec<u32> = Vec::new();
-    for (frame, r) in buf.chunks_exact_mut(counts.len()).zip(bounds) {
-        let mut s = r.start;
-        while s < r.end {
-            let e = (s + FRAME_BLOCK).min(r.end);
-            let (on, idx) = (&mut on[..e - s], &mut idx[..e - s]);
-            pc.on_flags(g.simd, s, on);
-            macro_rules! same {
-                ($($v:ident),*) => {
-                    match (xc, yc) {
-                        $((Col::$v(xs), Col::$v(ys)) => {
-                            index_block_any(g.simd, &xs[s..e], &ys[s..e], on, g.w32, g.hw32, idx)
-                        })*
-                        _ => return false,
-                    }
-                };
+    // Writes the frames before `upto` (the current one from `counts`, any later ones empty).
+    let mut flushed = 0;
+    let mut flush_upto = |upto: usize, counts: &mut [C], wrapped: &mut Vec<u32>| {
+        for frame in frames.by_ref().take(upto.saturating_sub(flushed)) {
+            flush_counts_any(g.simd, frame, counts);
+            for &k in wrapped.iter() {
+                if let Some(v) = frame.get_mut(k as usize) {
+                    *v += 256.0; // exact: the frame has fewer than 2^24 events
+                }
             }
-            let (mx, my) = same!(B, I8, U8, I16, U16, I32, U32, I64, U64);
-            if mx as usize >= g.w || my as usize >= g.h {
-                return false;
-            }
-            count_block(counts, idx, &mut wrapped);
-            s = e;
+            wrapped.clear();
         }
-        flush_counts_any(g.simd, frame, counts);
-        for &k in &wrapped {
-            if let Some(v) = frame.get_mut(k as usize) {
-                *v += 256.0; // exact: the frame has fewer than 2^24 events
-            }
+        flushed = flushed.max(upto);
+    };
+    let mut cur = blocks.next();
+    if let Some((f, s, e)) = cur {
+        if !index(s, e, idx) {
+            return false;
         }
-        wrapped.clear();
+        flush_upto(f, counts, &mut wrapped); // empty frames before the first event
     }
+    while let Some((f, s, e)) = cur {
+        let next = blocks.next();
+        if let Some((_, ns, ne)) = next
+            && !index(ns, ne, idx_next)
+        {
+            return false;
+        }
+        count_block(counts, &idx[..e - s], &mut wrapped);
+        let next_frame = next.map_or(bounds.len(), |b| b.0);
+        if next_frame != f {
+            flush_upto(next_frame, counts, &mut wrapped);
+        }
+        std::mem::swap(&mut idx, &mut idx_next);
+        cur = next;
+    }
+    flush_upto(bounds.len(), counts, &mut wrapped); // no events at all
     true
 }
 
 /// Adds one at each pixel of `idx` (all below `counts.len()`: the caller range-checked x, y),
-/// recording the pixels whose counter wrapped. Four events per step with one branch for
-/// their wraps.
+/// recording the pixels whose counter wrapped. The block is counted without looking at which
+/// counter wrapped, only whether any did; such a (rare) block is taken back exactly (wrapping
+/// decrements) and counted again one event at a time, recording each wrap.
 #[inline(always)]
 fn count_block<C: Count>(counts: &mut [C], idx: &[u32], wrapped: &mut Vec<u32>) {
-    let plane = counts.len();
-    let mut inc = |k: u32| -> bool {
+    #[inline(always)]
+    fn at<C>(counts: &mut [C], k: u32) -> &mut C {
         let k = k as usize;
-        debug_assert!(k < plane);
+        debug_assert!(k < counts.len());
         // SAFETY: k < 2·H·W = counts.len(): x < W and y < H were checked for the whole block
         // by the caller and `on` is 0 or 1, so k = on·H·W + y·W + x ≤ 2·H·W − 1.
-        unsafe { counts.get_unchecked_mut(k) }.inc()
-    };
-    let mut quads = idx.chunks_exact(4);
-    for q in &mut quads {
-        let (a, b, c, d) = (q[0], q[1], q[2], q[3]);
-        let (wa, wb, wc, wd) = (inc(a), inc(b), inc(c), inc(d));
-        if wa | wb | wc | wd {
-            wrapped.extend(
-                [(wa, a), (wb, b), (wc, c), (wd, d)]
-                    .iter()
-                    .filter(|v| v.0)
-                    .map(|v| v.1),
-            );
-        }
+        unsafe { counts.get_unchecked_mut(k) }
     }
-    for &k in quads.remainder() {
-        if inc(k) {
-            wrapped.push(k);
+    let mut any = false;
+    for &k in idx {
+        any |= at(counts, k).inc();
+    }
+    if any {
+        for &k in idx {
+            at(counts, k).dec();
+        }
+        for &k in idx {
+            if at(counts, k).inc() {
+                wrapped.push(k);
+            }
         }
     }
 }
 
 /// Events per block of the direct path: their pixel indices stay in L1.
-const FRAME_BLOCK: usize = 2048;
+const FRAME_BLOCK: usize = 512;
 
 thread_local! {
     /// Per-pixel counts of one frame, reused across `to_frames` calls on one thread.
