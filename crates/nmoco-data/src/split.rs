@@ -96,6 +96,32 @@ pub fn stratified_split(labels: &[usize], fraction: f64, seed: u64) -> (Vec<usiz
     (train, val)
 }
 
+/// Stratified, seeded `k`-fold assignment of indices `0..labels.len()`: each class's samples are
+/// shuffled and dealt to folds `0, 1, ..., k - 1, 0, ...` in turn, so every fold gets
+/// `floor(n_c / k)` or one more of each class. Returns the fold of each sample (`k` = 0 is
+/// taken as 1).
+pub fn stratified_folds(labels: &[usize], k: usize, seed: u64) -> Vec<usize> {
+    let k = k.max(1);
+    let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+    let mut by_class = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold = vec![0; labels.len()];
+    // Each class starts dealing where the previous one stopped, so that classes with fewer
+    // samples than folds do not all land in the first folds.
+    let mut next = 0;
+    for mut idx in by_class {
+        idx.shuffle(&mut rng);
+        for i in idx {
+            fold[i] = next;
+            next = (next + 1) % k;
+        }
+    }
+    fold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +144,35 @@ mod tests {
         // class 0 at 0,2,4,6 → ceil(2.0)=2 train; class 1 at 1,3,5 → ceil(1.5)=2 train
         assert_eq!(tr, vec![0, 2, 1, 3]);
         assert_eq!(te, vec![4, 6, 5]);
+    }
+
+    #[test]
+    fn folds_are_stratified_and_seeded() {
+        let labels: Vec<usize> = (0..53).map(|i| i % 3).collect();
+        let f = stratified_folds(&labels, 5, 7);
+        assert_eq!(f, stratified_folds(&labels, 5, 7));
+        assert_ne!(f, stratified_folds(&labels, 5, 8));
+        for c in 0..3 {
+            let mut per_fold = [0usize; 5];
+            for (i, &l) in labels.iter().enumerate() {
+                if l == c {
+                    per_fold[f[i]] += 1;
+                }
+            }
+            let (lo, hi) = (
+                per_fold.iter().min().unwrap(),
+                per_fold.iter().max().unwrap(),
+            );
+            assert!(hi - lo <= 1, "class {c}: {per_fold:?}");
+        }
+        // Fewer samples per class than folds: still spread over all folds.
+        let few = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4];
+        let f = stratified_folds(&few, 5, 0);
+        for k in 0..5 {
+            assert_eq!(f.iter().filter(|&&v| v == k).count(), 2);
+        }
+        assert!(stratified_folds(&[], 5, 0).is_empty());
+        assert_eq!(stratified_folds(&[0, 1], 0, 0), vec![0, 0]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use nmoco_data::{Dataset, Loader, LoaderConfig, Views};
+use nmoco_frames::AugmentConfig;
 
 use crate::Error;
 
@@ -128,16 +129,56 @@ pub fn time_mean_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<SplitFeatures, Error> {
+    time_mean_features_of(forward, ds, batch_size, None, device, progress)
+}
+
+/// [`time_mean_features`] of one augmented view of every sample: `augment` applied with the
+/// loader's seeded draws (`seed`, `epoch`: the view's number), in dataset order.
+pub fn augmented_time_mean_features(
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ds: Arc<Dataset>,
+    batch_size: usize,
+    (augment, seed, epoch): (&AugmentConfig, u64, u64),
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<SplitFeatures, Error> {
+    time_mean_features_of(
+        forward,
+        ds,
+        batch_size,
+        Some((augment, seed, epoch)),
+        device,
+        progress,
+    )
+}
+
+fn time_mean_features_of(
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ds: Arc<Dataset>,
+    batch_size: usize,
+    view: Option<(&AugmentConfig, u64, u64)>,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<SplitFeatures, Error> {
     let n = ds.len();
     let labels = ds.labels().to_vec();
     let cfg = LoaderConfig {
         batch_size: batch_size.max(1),
         shuffle: false,
         drop_last: false,
-        views: Views::Plain,
+        views: if view.is_some() {
+            Views::Augmented
+        } else {
+            Views::Plain
+        },
+        seed: view.map_or(0, |v| v.1),
+        epoch: view.map_or(0, |v| v.2),
         ..Default::default()
     };
-    let aug = ds.config().augment.clone();
+    let aug = match view {
+        Some((a, _, _)) => a.clone(),
+        None => ds.config().augment.clone(),
+    };
     let mut data = Vec::new();
     let mut d = 0;
     let mut done = 0;

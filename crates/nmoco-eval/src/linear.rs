@@ -1,6 +1,7 @@
 //! The linear probe's classifier: multinomial logistic regression with L2 weight decay on
-//! standardized features, fitted by full-batch L-BFGS, with the weight decay chosen on a
-//! validation split carved (stratified, seeded) from the training features.
+//! standardized features, fitted by full-batch L-BFGS, with the weight decay (and whether the
+//! augmented views of the training samples join the training set) chosen by stratified, seeded
+//! k-fold cross-validation on the training features.
 
 use candle_core::{D, DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -12,9 +13,12 @@ use crate::features::Features;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LinearConfig {
-    /// Candidate L2 weight decays; the best on the validation split is refitted on all of train.
+    /// Candidate L2 weight decays; the best in cross-validation is refitted on all of train.
     pub weight_decays: Vec<f64>,
-    /// Fraction of each class's training samples held out for choosing the weight decay.
+    /// Folds of the stratified cross-validation that chooses among the candidates (the mean
+    /// validation top-1 over folds decides); 1 = one held-out split of `val_fraction`.
+    pub folds: usize,
+    /// With `folds = 1`: fraction of each class's training samples held out for the choice.
     pub val_fraction: f64,
     pub max_iter: usize,
     /// Stop when the gradient's max-norm falls below this.
@@ -26,6 +30,7 @@ impl Default for LinearConfig {
     fn default() -> Self {
         Self {
             weight_decays: vec![1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+            folds: 5,
             val_fraction: 0.2,
             max_iter: 300,
             tol: 1e-5,
@@ -48,12 +53,20 @@ pub struct LinearModel {
     pub weight_decay: f64,
 }
 
-/// How the weight decay was chosen.
+/// How the weight decay (and the use of augmented views) was chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Selection {
-    /// `(weight_decay, validation top-1)` for each candidate.
+    /// `(weight_decay, validation top-1)` for each candidate trained on the plain features
+    /// (mean over folds).
     pub val_top1: Vec<(f64, f64)>,
+    /// The same with the augmented views of the training part added (empty without views).
+    pub val_top1_augmented: Vec<(f64, f64)>,
     pub chosen: f64,
+    /// Whether the chosen classifier trains on the augmented views too.
+    pub augmented: bool,
+    /// Folds the choice was made on (0: no choice, too few samples or one candidate).
+    pub folds: usize,
+    /// Samples in the training and the validation part of the first fold.
     pub train_size: usize,
     pub val_size: usize,
 }
@@ -80,55 +93,145 @@ impl LinearModel {
 
 pub use nmoco_data::split::stratified_split;
 
-/// Choose the weight decay on a validation split, then fit on all of `x`.
+/// The rows `idx` of `x`, then (with `with_views`) the same rows of every augmented view, and
+/// their labels.
+fn training_rows(
+    x: &Features,
+    views: &[Features],
+    labels: &[usize],
+    idx: &[usize],
+    with_views: bool,
+) -> (Features, Vec<usize>) {
+    let mut f = x.select(idx);
+    let mut l: Vec<usize> = idx.iter().map(|&i| labels[i]).collect();
+    if with_views {
+        let one = l.clone();
+        for v in views {
+            f.data.extend_from_slice(&v.select(idx).data);
+            f.n += idx.len();
+            l.extend_from_slice(&one);
+        }
+    }
+    (f, l)
+}
+
+/// Choose the weight decay, and whether the augmented `views` of the training samples join
+/// the training set, by stratified k-fold cross-validation (`cfg.folds`; one held-out split
+/// of `cfg.val_fraction` when 1): each candidate is fitted on a fold's training part (its
+/// plain rows, plus those rows of every view for the augmented candidates) and scored on the
+/// fold's held-out plain rows. The best mean validation top-1 wins (ties: plain over
+/// augmented, then the larger weight decay); it is then fitted on all of `x` (and the views).
+/// `views[v]` row `i` is an augmented view of sample `i` of `x`.
 pub fn fit_with_selection(
     x: &Features,
+    views: &[Features],
     labels: &[usize],
     classes: usize,
     cfg: &LinearConfig,
 ) -> Result<(LinearModel, Selection), Error> {
     if cfg.weight_decays.is_empty() {
         return Err(Error::Config {
-            key: "probe.weight_decays",
+            key: "probe.linear.weight_decays",
             message: "needs at least one candidate".into(),
+        });
+    }
+    if cfg.folds == 0 {
+        return Err(Error::Config {
+            key: "probe.linear.folds",
+            message: "must be at least 1 (1 = one held-out split of val_fraction)".into(),
         });
     }
     if !(0.0..1.0).contains(&cfg.val_fraction) {
         return Err(Error::Config {
-            key: "probe.val_fraction",
+            key: "probe.linear.val_fraction",
             message: format!("must be in [0, 1), got {}", cfg.val_fraction),
         });
     }
-    let (tr, va) = stratified_split(labels, cfg.val_fraction, cfg.seed);
-    let mut val_top1 = Vec::new();
-    let chosen = if cfg.weight_decays.len() == 1 || va.is_empty() || tr.is_empty() {
-        cfg.weight_decays[0]
+    if let Some(v) = views.iter().find(|v| v.n != x.n || v.d != x.d) {
+        return Err(Error::Shape {
+            what: "augmented-view features",
+            expected: format!("{} rows of dimension {}", x.n, x.d),
+            found: format!("{} rows of dimension {}", v.n, v.d),
+        });
+    }
+    let splits: Vec<(Vec<usize>, Vec<usize>)> = if cfg.folds == 1 {
+        vec![stratified_split(labels, cfg.val_fraction, cfg.seed)]
     } else {
-        let xtr = x.select(&tr);
-        let ltr: Vec<usize> = tr.iter().map(|&i| labels[i]).collect();
-        let xva = x.select(&va);
-        let lva: Vec<usize> = va.iter().map(|&i| labels[i]).collect();
-        let mut best = (f64::NEG_INFINITY, cfg.weight_decays[0]);
-        for &wd in &cfg.weight_decays {
-            let m = fit(&xtr, &ltr, classes, wd, cfg)?;
-            let acc = crate::accuracy::evaluate(&m.scores(&xva)?, classes, &lva)?.top1;
-            tracing::debug!(weight_decay = wd, val_top1 = acc, "probe candidate");
-            val_top1.push((wd, acc));
-            // Ties go to the larger weight decay (the simpler model).
-            if acc > best.0 || (acc == best.0 && wd > best.1) {
-                best = (acc, wd);
+        let fold = nmoco_data::split::stratified_folds(labels, cfg.folds, cfg.seed);
+        (0..cfg.folds)
+            .map(|f| {
+                let (va, tr): (Vec<usize>, Vec<usize>) = (0..x.n).partition(|&i| fold[i] == f);
+                (tr, va)
+            })
+            .collect()
+    };
+    let splits: Vec<_> = splits
+        .into_iter()
+        .filter(|(tr, va)| !tr.is_empty() && !va.is_empty())
+        .collect();
+    let with_views: &[bool] = if views.is_empty() {
+        &[false]
+    } else {
+        &[false, true]
+    };
+    let (mut val_top1, mut val_top1_augmented) = (Vec::new(), Vec::new());
+    let one_candidate = cfg.weight_decays.len() == 1 && views.is_empty();
+    let (chosen, augmented) = if one_candidate || splits.is_empty() {
+        (cfg.weight_decays[0], !views.is_empty())
+    } else {
+        // acc[a][w]: summed validation top-1 of candidate (views a, weight decay w).
+        let mut acc = vec![vec![0f64; cfg.weight_decays.len()]; with_views.len()];
+        for (tr, va) in &splits {
+            let xva = x.select(va);
+            let lva: Vec<usize> = va.iter().map(|&i| labels[i]).collect();
+            for (a, &aug) in with_views.iter().enumerate() {
+                let (xtr, ltr) = training_rows(x, views, labels, tr, aug);
+                for (w, &wd) in cfg.weight_decays.iter().enumerate() {
+                    let m = fit(&xtr, &ltr, classes, wd, cfg)?;
+                    acc[a][w] += crate::accuracy::evaluate(&m.scores(&xva)?, classes, &lva)?.top1;
+                }
             }
         }
-        best.1
+        let k = splits.len() as f64;
+        let mut best = (f64::NEG_INFINITY, false, cfg.weight_decays[0]);
+        for (a, &aug) in with_views.iter().enumerate() {
+            for (w, &wd) in cfg.weight_decays.iter().enumerate() {
+                let mean = acc[a][w] / k;
+                tracing::debug!(
+                    weight_decay = wd,
+                    augmented = aug,
+                    val_top1 = mean,
+                    "probe candidate"
+                );
+                if aug {
+                    val_top1_augmented.push((wd, mean));
+                } else {
+                    val_top1.push((wd, mean));
+                }
+                // Ties go to the simpler model: no views, then the larger weight decay.
+                let better = mean > best.0
+                    || (mean == best.0 && (!aug && best.1 || (aug == best.1 && wd > best.2)));
+                if better {
+                    best = (mean, aug, wd);
+                }
+            }
+        }
+        (best.2, best.1)
     };
-    let model = fit(x, labels, classes, chosen, cfg)?;
+    let all: Vec<usize> = (0..x.n).collect();
+    let (xall, lall) = training_rows(x, views, labels, &all, augmented);
+    let model = fit(&xall, &lall, classes, chosen, cfg)?;
+    let (train_size, val_size) = splits.first().map_or((x.n, 0), |(t, v)| (t.len(), v.len()));
     Ok((
         model,
         Selection {
             val_top1,
+            val_top1_augmented,
             chosen,
-            train_size: tr.len(),
-            val_size: va.len(),
+            augmented,
+            folds: if one_candidate { 0 } else { splits.len() },
+            train_size,
+            val_size,
         },
     ))
 }
@@ -343,13 +446,68 @@ mod tests {
     fn separable_blobs_are_learned() {
         let (x, y) = blobs(30, 4, 8, 0.3, 1);
         let cfg = LinearConfig::default();
-        let (m, sel) = fit_with_selection(&x, &y, 4, &cfg).unwrap();
+        let (m, sel) = fit_with_selection(&x, &[], &y, 4, &cfg).unwrap();
         let acc = crate::accuracy::evaluate(&m.scores(&x).unwrap(), 4, &y)
             .unwrap()
             .top1;
         assert!(acc > 0.99, "train accuracy {acc}");
         assert_eq!(sel.val_top1.len(), cfg.weight_decays.len());
+        assert!(sel.val_top1_augmented.is_empty() && !sel.augmented);
+        assert_eq!(sel.folds, 5);
         assert_eq!(sel.train_size + sel.val_size, 120);
+        assert_eq!(sel.val_size, 24);
+        // One held-out split of val_fraction with folds = 1.
+        let one = LinearConfig {
+            folds: 1,
+            ..LinearConfig::default()
+        };
+        let (_, sel) = fit_with_selection(&x, &[], &y, 4, &one).unwrap();
+        assert_eq!((sel.folds, sel.train_size, sel.val_size), (1, 96, 24));
+    }
+
+    #[test]
+    fn augmented_views_are_chosen_on_validation_only_when_they_help() {
+        // Few, noisy samples: views of the same samples with fresh noise (what augmentation
+        // gives a classifier) help; views of pure noise, labelled as their sample, do not.
+        let (x, y) = blobs(4, 3, 6, 1.2, 11);
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let (clean, _) = blobs(4, 3, 6, 0.0, 11);
+        let helpful: Vec<Features> = (0..6)
+            .map(|_| {
+                let data = clean
+                    .data
+                    .iter()
+                    .map(|v| v + 1.2 * rng.random_range(-1.0f32..1.0))
+                    .collect();
+                Features::new(data, x.n, x.d).unwrap()
+            })
+            .collect();
+        let noise: Vec<Features> = (0..6)
+            .map(|_| {
+                let data = (0..x.n * x.d)
+                    .map(|_| rng.random_range(-50.0f32..50.0))
+                    .collect();
+                Features::new(data, x.n, x.d).unwrap()
+            })
+            .collect();
+        let cfg = LinearConfig::default();
+        let (_, sel) = fit_with_selection(&x, &noise, &y, 3, &cfg).unwrap();
+        assert!(!sel.augmented, "{sel:?}");
+        assert_eq!(sel.val_top1_augmented.len(), cfg.weight_decays.len());
+        let (m, sel) = fit_with_selection(&x, &helpful, &y, 3, &cfg).unwrap();
+        let best = |v: &[(f64, f64)]| v.iter().map(|c| c.1).fold(0.0, f64::max);
+        assert_eq!(
+            sel.augmented,
+            best(&sel.val_top1_augmented) > best(&sel.val_top1),
+            "{sel:?}"
+        );
+        assert_eq!(m.d, 6);
+        // Views that do not match the features are refused.
+        let short = vec![Features::new(vec![0.0; 6], 1, 6).unwrap()];
+        assert!(matches!(
+            fit_with_selection(&x, &short, &y, 3, &cfg),
+            Err(Error::Shape { .. })
+        ));
     }
 
     #[test]
@@ -412,9 +570,20 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            fit_with_selection(&x, &y, 2, &cfg),
+            fit_with_selection(&x, &[], &y, 2, &cfg),
             Err(Error::Config {
-                key: "probe.weight_decays",
+                key: "probe.linear.weight_decays",
+                ..
+            })
+        ));
+        let cfg = LinearConfig {
+            folds: 0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            fit_with_selection(&x, &[], &y, 2, &cfg),
+            Err(Error::Config {
+                key: "probe.linear.folds",
                 ..
             })
         ));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use nmoco_data::{DataConfig, Dataset, Loader, LoaderConfig, Split, Views};
+use nmoco_frames::AugmentConfig;
 use nmoco_models::{Backbone, BackboneConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -35,8 +36,14 @@ pub struct ProbeConfig {
     /// Fraction of the training labels the classifiers see (stratified, seeded by `seed`);
     /// 1.0 = all. Features are extracted for the whole split either way.
     pub label_fraction: f64,
-    /// Seed of the label-fraction subset.
+    /// Seed of the label-fraction subset and of the augmented views.
     pub seed: u64,
+    /// Augmented views of each labelled training sample whose features may join the linear
+    /// classifier's training set; cross-validation decides whether they do
+    /// ([`fit_with_selection`]). The views use the data config's geometric augmentations only
+    /// ([`probe_augment`]: random resized crop, horizontal flip, translation; MoCo's linear
+    /// classifier trains on random crops and flips). 0 = the plain features only.
+    pub augmented_views: usize,
 }
 
 impl Default for ProbeConfig {
@@ -48,6 +55,7 @@ impl Default for ProbeConfig {
             bn_calibration_passes: 3,
             label_fraction: 1.0,
             seed: 0,
+            augmented_views: 8,
         }
     }
 }
@@ -215,23 +223,84 @@ pub fn features_cached(
     Ok(sf)
 }
 
-/// Fit the linear probe on `train` and evaluate it and the kNN classifier on `test`.
-pub fn probe(
-    train: &SplitFeatures,
-    test: &SplitFeatures,
-    classes: usize,
-    cfg: &ProbeConfig,
-) -> Result<ProbeOutcome, Error> {
+/// The positions in the training split whose labels the classifiers see: all of them, or a
+/// stratified, seeded `label_fraction` of them (sorted).
+pub fn labelled_subset(labels: &[usize], cfg: &ProbeConfig) -> Result<Vec<usize>, Error> {
     if !(cfg.label_fraction > 0.0 && cfg.label_fraction <= 1.0) {
         return Err(Error::Config {
             key: "probe.label_fraction",
             message: format!("must be in (0, 1], got {}", cfg.label_fraction),
         });
     }
+    Ok(if cfg.label_fraction < 1.0 {
+        crate::linear::stratified_split(labels, cfg.label_fraction, cfg.seed).1
+    } else {
+        (0..labels.len()).collect()
+    })
+}
+
+/// The probe's augmentation: `data`'s random resized crop, horizontal flip and translation;
+/// rotation, cutout, drop, temporal shift and jitter and TrivialAugment off.
+pub fn probe_augment(data: &AugmentConfig) -> AugmentConfig {
+    AugmentConfig {
+        rotate_p: 0.0,
+        cutout_p: 0.0,
+        drop_p: 0.0,
+        time_shift_p: 0.0,
+        time_jitter_us: 0,
+        trivial_augment: false,
+        ..data.clone()
+    }
+}
+
+/// Time-mean features of `cfg.augmented_views` augmented views ([`probe_augment`] of the
+/// data config's augmentation, seeded by `cfg.seed` and the view's number) of every sample
+/// of `ds`, in dataset order: one [`Features`] per view. `ds` is the labelled subset
+/// ([`labelled_subset`], e.g. through `Dataset::subset`).
+pub fn augmented_features(
+    backbone: &Backbone,
+    ds: Arc<Dataset>,
+    cfg: &ProbeConfig,
+    device: &Device,
+    progress: Progress<'_>,
+) -> Result<Vec<Features>, Error> {
+    let augment = probe_augment(&ds.config().augment);
+    let n = ds.len();
+    let total = n * cfg.augmented_views;
+    let forward = |x: &Tensor| backbone.forward(x, false);
+    let seed = cfg.seed ^ 0x0a06_ed17_0b5e;
+    (0..cfg.augmented_views)
+        .map(|v| {
+            let step = |done: usize, _: usize| progress(v * n + done, total);
+            let sf = crate::features::augmented_time_mean_features(
+                &forward,
+                ds.clone(),
+                cfg.batch_size,
+                (&augment, seed, v as u64),
+                device,
+                &step,
+            )?;
+            if sf.features.n == 0 {
+                return Features::new(Vec::new(), 0, backbone.feature_dim());
+            }
+            Ok(sf.features)
+        })
+        .collect()
+}
+
+/// Fit the linear probe on the labelled part of `train` ([`labelled_subset`]; `views`: the
+/// augmented views of those samples, in that order, from [`augmented_features`], or none) and
+/// evaluate it and the kNN classifier (plain features) on `test`.
+pub fn probe(
+    train: &SplitFeatures,
+    views: &[Features],
+    test: &SplitFeatures,
+    classes: usize,
+    cfg: &ProbeConfig,
+) -> Result<ProbeOutcome, Error> {
+    let keep = labelled_subset(&train.labels, cfg)?;
     let subset;
-    let train = if cfg.label_fraction < 1.0 {
-        let (_, keep) =
-            crate::linear::stratified_split(&train.labels, cfg.label_fraction, cfg.seed);
+    let train = if keep.len() < train.labels.len() {
         let d = train.features.d;
         let mut data = Vec::with_capacity(keep.len() * d);
         for &i in &keep {
@@ -246,7 +315,7 @@ pub fn probe(
         train
     };
     let (model, selection) =
-        fit_with_selection(&train.features, &train.labels, classes, &cfg.linear)?;
+        fit_with_selection(&train.features, views, &train.labels, classes, &cfg.linear)?;
     let linear = evaluate(&model.scores(&test.features)?, classes, &test.labels)?;
     let ks = knn_scores(
         &train.features,

@@ -9,7 +9,9 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use nmoco_data::{DataConfig, Dataset, DatasetKind, Split};
 use nmoco_eval::pretrained::{check_compatible, load_backbone, locate};
-use nmoco_eval::probe::{ProbeConfig, feature_key, features_cached};
+use nmoco_eval::probe::{
+    ProbeConfig, augmented_features, feature_key, features_cached, labelled_subset,
+};
 use nmoco_eval::{Error, FinetuneConfig, Report, SplitSizes, finetune, probe};
 use nmoco_frames::Resize;
 use nmoco_models::{
@@ -130,9 +132,24 @@ fn probe_knn_report_and_checkpoint_errors() {
 
     let kt = feature_key(Some(&ck.weights), 0, 3, &bb, &data, Split::Test).unwrap();
     let ft = features_cached(&backbone, test.clone(), &kt, None, 4, &dev, &count).unwrap();
-    let cfg = ProbeConfig::default();
-    let out = probe(&f1, &ft, 3, &cfg).unwrap();
+    let cfg = ProbeConfig {
+        augmented_views: 2,
+        ..Default::default()
+    };
+    // Augmented views: seeded (the same twice), one row per sample, not the plain features.
+    let views = augmented_features(&backbone, train.clone(), &cfg, &dev, &count).unwrap();
+    assert_eq!(views.len(), 2);
+    assert!(views.iter().all(|v| (v.n, v.d) == (9, 8)));
+    assert_eq!(
+        views,
+        augmented_features(&backbone, train.clone(), &cfg, &dev, &count).unwrap()
+    );
+    let out = probe(&f1, &views, &ft, 3, &cfg).unwrap();
     assert_eq!(out.linear.samples, 9);
+    // Views that are not one per labelled sample are refused.
+    assert!(probe(&f1, &views[..1], &ft, 3, &cfg).is_ok());
+    let wrong = vec![views[0].select(&[0, 1])];
+    assert!(probe(&f1, &wrong, &ft, 3, &cfg).is_err());
     assert!(out.linear.top1 >= 0.0 && out.linear.top1 <= 1.0);
     assert_eq!(out.knn.confusion.iter().flatten().sum::<u64>(), 9);
 
@@ -247,13 +264,31 @@ fn bn_calibration_gives_the_random_init_baseline_real_features() {
         nmoco_eval::probe::extract_features(&backbone, train.clone(), 4, &dev, &none).unwrap();
     let after_calibration = {
         nmoco_eval::probe::calibrate_bn(&backbone, train.clone(), 4, 20, &dev).unwrap();
-        nmoco_eval::probe::extract_features(&backbone, train, 4, &dev, &none).unwrap()
+        nmoco_eval::probe::extract_features(&backbone, train.clone(), 4, &dev, &none).unwrap()
     };
     let energy = |f: &nmoco_eval::Features| f.data.iter().map(|v| v.abs()).sum::<f32>();
     // Calibration changes the features (running statistics fitted to the data) and leaves
     // them non-degenerate.
     assert_ne!(before.features, after_calibration.features);
     assert!(energy(&after_calibration.features) > 0.0);
+    // The probe's augmented views of these real features: seeded (the same twice), different
+    // from the plain features and from each other, and another seed draws other views.
+    let cfg = ProbeConfig {
+        augmented_views: 2,
+        ..Default::default()
+    };
+    let views = augmented_features(&backbone, train.clone(), &cfg, &dev, &none).unwrap();
+    assert_eq!(
+        views,
+        augmented_features(&backbone, train.clone(), &cfg, &dev, &none).unwrap()
+    );
+    assert_ne!(views[0], views[1]);
+    assert_ne!(views[0], after_calibration.features);
+    let other = ProbeConfig { seed: 1, ..cfg };
+    assert_ne!(
+        views,
+        augmented_features(&backbone, train, &other, &dev, &none).unwrap()
+    );
 }
 
 fn digest(p: &Path) -> serde_json::Value {
@@ -396,11 +431,21 @@ fn the_probe_fits_on_a_stratified_label_fraction() {
         label_fraction: 0.34,
         ..Default::default()
     };
-    let out = probe(&tr, &te, 3, &cfg).unwrap();
+    let out = probe(&tr, &[], &te, 3, &cfg).unwrap();
+    assert_eq!((out.train_size, out.test_size), (3, 9));
+    // The views of the labelled samples only (one per class here).
+    let keep = labelled_subset(&tr.labels, &cfg).unwrap();
+    assert_eq!(keep.len(), 3);
+    let train_ds = Dataset::open(&data, Split::Train).unwrap();
+    let labelled = Arc::new(train_ds.subset(&keep).unwrap());
+    let views = augmented_features(&backbone, labelled, &cfg, &dev, &none).unwrap();
+    assert_eq!((views.len(), views[0].n), (cfg.augmented_views, 3));
+    let out = probe(&tr, &views, &te, 3, &cfg).unwrap();
     assert_eq!((out.train_size, out.test_size), (3, 9));
     let bad = ProbeConfig {
         label_fraction: 0.0,
         ..Default::default()
     };
-    assert!(probe(&tr, &te, 3, &bad).is_err());
+    assert!(probe(&tr, &[], &te, 3, &bad).is_err());
+    assert!(labelled_subset(&tr.labels, &bad).is_err());
 }

@@ -10,7 +10,10 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use nmoco_data::Split;
 use nmoco_eval::pretrained::{arch_name, load_backbone};
-use nmoco_eval::probe::{ProbeOutcome, calibrate_bn, feature_key, features_cached, probe};
+use nmoco_eval::probe::{
+    ProbeOutcome, augmented_features, calibrate_bn, feature_key, features_cached, labelled_subset,
+    probe,
+};
 use nmoco_eval::{Report, SplitSizes};
 
 use super::evalcfg::{CommonArgs, Row, Setup, dataset_name, print_table, report_dir, setup};
@@ -80,8 +83,28 @@ fn run_encoder(s: &Setup, weights: Option<&Path>, encoder: &str) -> anyhow::Resu
         pb.finish_and_clear();
         feats.push(f);
     }
+    // Augmented views of the labelled samples, for the linear classifier's training set.
+    let mut views = Vec::new();
+    if s.cfg.probe.augmented_views > 0 {
+        let keep = labelled_subset(&feats[0].labels, &s.cfg.probe).map_err(anyhow::Error::from)?;
+        let labelled = std::sync::Arc::new(
+            s.train
+                .subset(&keep)
+                .map_err(anyhow::Error::from)
+                .context("selecting the labelled samples")?,
+        );
+        let pb = bar(&format!("augmented views {encoder}"));
+        let progress = |done: usize, total: usize| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        };
+        views = augmented_features(&backbone, labelled, &s.cfg.probe, &s.device, &progress)
+            .map_err(anyhow::Error::from)
+            .context("extracting the features of augmented views")?;
+        pb.finish_and_clear();
+    }
     let classes = s.train.num_classes();
-    probe(&feats[0], &feats[1], classes, &s.cfg.probe)
+    probe(&feats[0], &views, &feats[1], classes, &s.cfg.probe)
         .map_err(anyhow::Error::from)
         .context("fitting the linear probe")
 }
