@@ -242,15 +242,7 @@ pub fn labelled_subset(labels: &[usize], cfg: &ProbeConfig) -> Result<Vec<usize>
 /// The probe's augmentation: `data`'s random resized crop, horizontal flip and translation;
 /// rotation, cutout, drop, temporal shift and jitter and TrivialAugment off.
 pub fn probe_augment(data: &AugmentConfig) -> AugmentConfig {
-    AugmentConfig {
-        rotate_p: 0.0,
-        cutout_p: 0.0,
-        drop_p: 0.0,
-        time_shift_p: 0.0,
-        time_jitter_us: 0,
-        trivial_augment: false,
-        ..data.clone()
-    }
+    data.geometric_only()
 }
 
 /// Time-mean features of `cfg.augmented_views` augmented views ([`probe_augment`] of the

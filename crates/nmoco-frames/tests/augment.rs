@@ -104,6 +104,48 @@ fn event_views_are_reproducible_and_differ() {
 }
 
 #[test]
+fn geometric_only_keeps_crop_flip_and_translation() {
+    let full = AugmentConfig {
+        trivial_augment: true,
+        time_jitter_us: 50,
+        ..AugmentConfig::default()
+    };
+    let g = full.geometric_only();
+    assert_eq!(
+        (
+            g.crop_p,
+            g.crop_scale,
+            g.hflip,
+            g.hflip_p,
+            g.translate_p,
+            g.translate_px
+        ),
+        (
+            full.crop_p,
+            full.crop_scale,
+            full.hflip,
+            full.hflip_p,
+            full.translate_p,
+            full.translate_px
+        )
+    );
+    assert_eq!(
+        (g.rotate_p, g.cutout_p, g.drop_p, g.time_shift_p),
+        (0.0, 0.0, 0.0, 0.0)
+    );
+    assert_eq!((g.time_jitter_us, g.trivial_augment), (0, false));
+    // A config with only non-geometric transforms becomes the identity.
+    let f = random_frames(4);
+    let c = only(|c| {
+        c.cutout_p = 1.0;
+        c.drop_p = 1.0;
+        c.rotate_p = 1.0;
+    });
+    assert_ne!(augment(&f, &c, &mut rng(2)), f);
+    assert_eq!(augment(&f, &c.geometric_only(), &mut rng(2)), f);
+}
+
+#[test]
 fn all_off_is_identity() {
     let f = random_frames(3);
     assert_eq!(augment(&f, &AugmentConfig::none(), &mut rng(1)), f);

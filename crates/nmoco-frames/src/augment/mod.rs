@@ -123,13 +123,22 @@ impl AugmentConfig {
             hflip_p: 0.0,
             crop_p: 0.0,
             translate_p: 0.0,
+            ..Self::default().geometric_only()
+        }
+    }
+
+    /// Only this config's random resized crop, horizontal flip and translation: rotation,
+    /// cutout, drop, temporal shift and jitter and TrivialAugment off (the linear probe's
+    /// augmented views).
+    pub fn geometric_only(&self) -> Self {
+        Self {
             rotate_p: 0.0,
             cutout_p: 0.0,
             drop_p: 0.0,
             time_shift_p: 0.0,
             time_jitter_us: 0,
             trivial_augment: false,
-            ..Self::default()
+            ..self.clone()
         }
     }
 
