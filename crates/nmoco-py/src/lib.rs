@@ -12,6 +12,7 @@ mod chunks;
 mod decode;
 mod errors;
 mod frames;
+mod frames_count;
 mod frames_direct;
 mod options;
 mod structured;
