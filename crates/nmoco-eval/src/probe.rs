@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use nmoco_data::{DataConfig, Dataset, Loader, LoaderConfig, Split, Views};
-use nmoco_frames::AugmentConfig;
 use nmoco_models::{Backbone, BackboneConfig};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -40,9 +39,10 @@ pub struct ProbeConfig {
     pub seed: u64,
     /// Augmented views of each labelled training sample whose features may join the linear
     /// classifier's training set; cross-validation decides whether they do
-    /// ([`fit_with_selection`]). The views use the data config's geometric augmentations only
-    /// ([`probe_augment`]: random resized crop, horizontal flip, translation; MoCo's linear
-    /// classifier trains on random crops and flips). 0 = the plain features only.
+    /// ([`fit_with_selection`]). The views use the data config's geometric augmentations
+    /// only ([`nmoco_frames::AugmentConfig::geometric_only`]: random resized crop, horizontal
+    /// flip, translation; MoCo's linear classifier trains on random crops and flips). 0 = the
+    /// plain features only.
     pub augmented_views: usize,
 }
 
@@ -239,16 +239,10 @@ pub fn labelled_subset(labels: &[usize], cfg: &ProbeConfig) -> Result<Vec<usize>
     })
 }
 
-/// The probe's augmentation: `data`'s random resized crop, horizontal flip and translation;
-/// rotation, cutout, drop, temporal shift and jitter and TrivialAugment off.
-pub fn probe_augment(data: &AugmentConfig) -> AugmentConfig {
-    data.geometric_only()
-}
-
-/// Time-mean features of `cfg.augmented_views` augmented views ([`probe_augment`] of the
-/// data config's augmentation, seeded by `cfg.seed` and the view's number) of every sample
-/// of `ds`, in dataset order: one [`Features`] per view. `ds` is the labelled subset
-/// ([`labelled_subset`], e.g. through `Dataset::subset`).
+/// Time-mean features of `cfg.augmented_views` augmented views of every sample of `ds` (the
+/// data config's augmentation, [`nmoco_frames::AugmentConfig::geometric_only`]; seeded by
+/// `cfg.seed` and the view's number), in dataset order: one [`Features`] per view. `ds` is the
+/// labelled subset ([`labelled_subset`], e.g. through `Dataset::subset`).
 pub fn augmented_features(
     backbone: &Backbone,
     ds: Arc<Dataset>,
@@ -256,7 +250,7 @@ pub fn augmented_features(
     device: &Device,
     progress: Progress<'_>,
 ) -> Result<Vec<Features>, Error> {
-    let augment = probe_augment(&ds.config().augment);
+    let augment = ds.config().augment.geometric_only();
     let n = ds.len();
     let total = n * cfg.augmented_views;
     let forward = |x: &Tensor| backbone.forward(x, false);
@@ -293,13 +287,8 @@ pub fn probe(
     let keep = labelled_subset(&train.labels, cfg)?;
     let subset;
     let train = if keep.len() < train.labels.len() {
-        let d = train.features.d;
-        let mut data = Vec::with_capacity(keep.len() * d);
-        for &i in &keep {
-            data.extend_from_slice(train.features.row(i));
-        }
         subset = SplitFeatures {
-            features: Features::new(data, keep.len(), d)?,
+            features: train.features.select(&keep),
             labels: keep.iter().map(|&i| train.labels[i]).collect(),
         };
         &subset
