@@ -138,10 +138,11 @@ def test_direct_number_path_equals_general_path(rng, xy_dtype, p_dtype, W, H, T)
     assert direct.sum() == n
 
 
-@pytest.mark.parametrize("n", [0, 1, 5, 17, 511, 512, 513, 1025, 40_000])
+@pytest.mark.parametrize("n", [0, 1, 5, 17, 255, 256, 257, 513, 4_095, 4_096, 4_097, 40_000])
 def test_direct_number_path_with_empty_and_partial_frames(rng, n):
     # Fewer events than frames (empty frames before, between and after), and event counts
-    # around the direct path's block size (512), one polarity and one pixel hot.
+    # around the direct path's block size (256: single blocks, and frames of one block, 4096 =
+    # 16 · 256), one polarity and one pixel hot.
     W, H, T = 34, 34, 16
     cols = {
         "t": np.arange(n),

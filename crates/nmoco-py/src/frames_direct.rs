@@ -374,7 +374,7 @@ fn count_frames<C: Count>(
 }
 
 /// Events per block of the direct path: their pixel indices stay in L1.
-const FRAME_BLOCK: usize = 512;
+const FRAME_BLOCK: usize = 256;
 
 thread_local! {
     /// Per-pixel counts of one frame, reused across `to_frames` calls on one thread.
