@@ -16,8 +16,9 @@ pub(crate) trait Count: Copy + Default {
 impl Count for u8 {
     #[inline(always)]
     fn inc(&mut self) -> bool {
-        *self = self.wrapping_add(1);
-        *self == 0
+        let (v, wrapped) = self.overflowing_add(1);
+        *self = v;
+        wrapped
     }
     #[inline(always)]
     fn dec(&mut self) {
@@ -106,11 +107,11 @@ pub(crate) fn count_block<C: Count>(counts: &mut [C], idx: &[u32], wrapped: &mut
         // by the caller and `on` is 0 or 1, so k = on·H·W + y·W + x ≤ 2·H·W − 1.
         unsafe { counts.get_unchecked_mut(k) }
     }
-    let mut any = false;
+    let mut any = 0u32;
     for &k in idx {
-        any |= at(counts, k).inc();
+        any += u32::from(at(counts, k).inc());
     }
-    if any {
+    if any != 0 {
         for &k in idx {
             at(counts, k).dec();
         }
