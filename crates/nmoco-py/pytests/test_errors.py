@@ -99,8 +99,9 @@ def test_bad_arguments_are_value_or_type_errors(tmp_path, rng):
         ne.to_frames(ev, 4, sensor_size=(34, 34), clip=-1.0)
     with pytest.raises(ValueError):
         ne.to_frames(ev, 4, sensor_size=(0, 34))
-    with pytest.raises(MemoryError):
-        ne.to_frames(ev, 1 << 40, sensor_size=(34, 34))
+    for split in ("number", "time"):
+        with pytest.raises(MemoryError):
+            ne.to_frames(ev, 1 << 40, split, sensor_size=(34, 34))
     with pytest.raises(MemoryError):  # pooling's full-resolution scratch would be 32 GiB
         ne.to_frames(ev, 1, sensor_size=(65535, 65535), size=(4, 4), resize="pool")
 

@@ -179,3 +179,74 @@ def test_direct_number_path_hands_off_what_it_does_not_take(rng):
     # Non-contiguous columns are copied by the wrapper and still agree.
     ev2 = {k: np.repeat(a, 2)[::2] for k, a in ev.items()}
     assert_bytes_equal(ne.to_frames(ev2, 4, sensor_size=(W, H)), theirs)
+
+
+# 'time' and fixed 'duration' take the same direct path when the timestamps are int64 and
+# sorted (each frame is then a contiguous range of events); `clip=huge` again forces the
+# general path, their reference twin.
+def _split_kwargs(split):
+    if split == "time":
+        return {"n_frames": 16, "split_by": "time"}
+    return {"split_by": "duration", "duration": 20_000}
+
+
+@pytest.mark.parametrize("split", ["time", "duration"])
+@pytest.mark.parametrize("n", [1, 5, 255, 256, 257, 4_097, 40_000])
+def test_direct_time_and_duration_paths_equal_general_path(rng, split, n):
+    W, H = 34, 34
+    t = np.sort(rng.integers(0, 300_000, n))
+    t = np.where(t >= 100_000, t + 100_000, t)  # no events in 100-200 ms: empty frames
+    cols = {
+        "t": t,
+        "x": rng.integers(0, W, n).astype(np.int16),
+        "y": rng.integers(0, H, n).astype(np.int16),
+        "p": rng.integers(0, 2, n).astype(np.int64),
+    }
+    cols["x"][: n // 2] = 5  # one pixel hot: the 8-bit counters wrap
+    cols["y"][: n // 2] = 7
+    cols["p"][: n // 2] = 1
+    kw = _split_kwargs(split)
+    direct = ne.to_frames(cols, sensor_size=(W, H), **kw)
+    general = ne.to_frames(cols, sensor_size=(W, H), clip=1e30, **kw)
+    assert direct.shape == general.shape
+    assert direct.tobytes() == general.tobytes()
+    assert direct.sum() == n
+    if split == "duration" and t[-1] > t[0]:  # SpikingJelly makes no frame of a zero span
+        assert_bytes_equal(direct, sj.integrate_events_by_fixed_duration(cols, 20_000, H, W))
+
+
+@pytest.mark.parametrize("split", ["time", "duration"])
+def test_direct_time_split_hands_off_unsorted_and_other_timestamps(rng, split):
+    # Unsorted int64 timestamps, and sorted ones of other dtypes: the general path, with the
+    # same frames as the direct path would give for the sorted int64 copy.
+    W, H, n = 16, 12, 3_000
+    base = random_events(rng, n, W, H, t_max=200_000)
+    kw = _split_kwargs(split)
+    want = ne.to_frames(base, sensor_size=(W, H), **kw)
+    for t_dtype in (np.int32, np.uint32, np.uint64):
+        ev = {"t": base["t"].astype(t_dtype), "x": base["x"], "y": base["y"], "p": base["p"]}
+        assert ne.to_frames(ev, sensor_size=(W, H), **kw).tobytes() == want.tobytes()
+    shuffled = base.copy()
+    swap = rng.permutation(n)[:2]
+    shuffled[swap] = shuffled[swap[::-1]]
+    direct_unsorted = ne.to_frames(shuffled, sensor_size=(W, H), **kw)
+    general_unsorted = ne.to_frames(shuffled, sensor_size=(W, H), clip=1e30, **kw)
+    assert direct_unsorted.tobytes() == general_unsorted.tobytes()
+    # The general path's errors: no events for a duration split, too many frames, an event
+    # off the sensor.
+    empty = {k: base[k][:0] for k in "txyp"}
+    if split == "duration":
+        with pytest.raises(ValueError, match="at least one event"):
+            ne.to_frames(empty, sensor_size=(W, H), **kw)
+        long = base.copy()
+        long["t"][-1] = 5_000_000
+        with pytest.raises(ValueError, match=r"would make \d+ frames"):
+            ne.to_frames(long, sensor_size=(W, H), split_by="duration", duration=1)
+        with pytest.raises(ValueError, match="positive"):
+            ne.to_frames(base, sensor_size=(W, H), split_by="duration", duration=0)
+    else:
+        assert ne.to_frames(empty, sensor_size=(W, H), **kw).sum() == 0
+    bad = base.copy()
+    bad["x"][n // 2] = W
+    with pytest.raises(ValueError):
+        ne.to_frames(bad, sensor_size=(W, H), **kw)

@@ -3,7 +3,7 @@
 
 use crate::decode::KEEP_EVENTS;
 use crate::errors::bad;
-use crate::frames_direct::frames_by_number_direct;
+use crate::frames_direct::{DirectSplit, frames_direct};
 use crate::write::{events_from, sensor_from};
 use nmoco_events::Events;
 use nmoco_frames::{FrameConfig, Resize, Slicing};
@@ -11,36 +11,55 @@ use numpy::{PyArrayMethods, PyReadwriteArray4};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-/// SpikingJelly's `integrate_events_by_fixed_duration` frame assignment: `t0 = min(t)`,
-/// `T = ceil((t[N-1] − t0) / d)` (at least 1), event → `min((t − t0) // d, T − 1)`. On
-/// time-sorted input this is SpikingJelly's `searchsorted` split exactly.
-fn duration_groups(ev: &Events, d: i64) -> PyResult<Vec<Events>> {
-    let Some(&t0) = ev.t.iter().min() else {
-        return Err(bad(
-            "split_by='duration' without n_frames needs at least one event",
-        ));
-    };
-    let last = ev.t[ev.t.len() - 1];
+/// The number of frames of SpikingJelly's `integrate_events_by_fixed_duration` for timestamps
+/// from `t0` to `last`: `T = ceil((last − t0) / d)`, at least 1, at most 2^20 (else an error).
+fn duration_frames(t0: i64, last: i64, d: i64) -> PyResult<usize> {
     let span = i128::from(last) - i128::from(t0);
-    let d128 = i128::from(d);
-    let t_frames = ((span + d128 - 1) / d128).max(1);
+    let t_frames = ((span + i128::from(d) - 1) / i128::from(d)).max(1);
     if t_frames > 1 << 20 {
         return Err(bad(format!(
             "split_by='duration' would make {t_frames} frames (span {span} us, duration {d} us)"
         )));
     }
-    let t_frames = t_frames as usize;
-    if ev.t.windows(2).all(|w| w[0] <= w[1]) {
-        // Time-sorted (the usual case): each frame is a contiguous range, found by binary
-        // search; no per-event division (64-bit `idiv` costs tens of cycles).
-        let mut starts = vec![0usize];
-        for k in 1..t_frames {
-            let edge = i128::from(t0) + k as i128 * d128;
-            starts.push(ev.t.partition_point(|&t| i128::from(t) < edge));
-        }
-        starts.push(ev.t.len());
-        return Ok(starts.windows(2).map(|w| ev.slice(w[0]..w[1])).collect());
+    Ok(t_frames as usize)
+}
+
+/// SpikingJelly's fixed-duration frames of **non-decreasing** timestamps `ts` (at least one;
+/// `d > 0`) as index ranges: frame `k` holds `t0 + k·d <= t < t0 + (k+1)·d`, the last frame
+/// everything from its start on. Found by binary search: no per-event division (64-bit `idiv`
+/// costs tens of cycles).
+pub(crate) fn duration_bounds(ts: &[i64], d: i64) -> PyResult<Vec<std::ops::Range<usize>>> {
+    let (Some(&t0), Some(&last)) = (ts.first(), ts.last()) else {
+        return Err(bad(
+            "split_by='duration' without n_frames needs at least one event",
+        ));
+    };
+    let t_frames = duration_frames(t0, last, d)?;
+    let mut starts = vec![0usize];
+    for k in 1..t_frames {
+        let edge = i128::from(t0) + k as i128 * i128::from(d);
+        starts.push(ts.partition_point(|&t| i128::from(t) < edge));
     }
+    starts.push(ts.len());
+    Ok(starts.windows(2).map(|w| w[0]..w[1]).collect())
+}
+
+/// SpikingJelly's `integrate_events_by_fixed_duration` frame assignment: `t0 = min(t)`,
+/// `T = ceil((t[N-1] − t0) / d)` (at least 1), event → `min((t − t0) // d, T − 1)`. On
+/// time-sorted input this is SpikingJelly's `searchsorted` split exactly.
+fn duration_groups(ev: &Events, d: i64) -> PyResult<Vec<Events>> {
+    if ev.t.windows(2).all(|w| w[0] <= w[1]) {
+        // Time-sorted (the usual case): each frame is a contiguous range.
+        let bounds = duration_bounds(&ev.t, d)?;
+        return Ok(bounds.into_iter().map(|r| ev.slice(r)).collect());
+    }
+    let Some(&t0) = ev.t.iter().min() else {
+        return Err(bad(
+            "split_by='duration' without n_frames needs at least one event",
+        ));
+    };
+    let t_frames = duration_frames(t0, ev.t[ev.t.len() - 1], d)?;
+    let d128 = i128::from(d);
     // Counting sort by frame (stable, so each group keeps file order): exact capacities, no
     // regrowth.
     let frame: Vec<u32> =
@@ -98,15 +117,19 @@ pub(crate) fn _to_frames<'py>(
     clip: Option<f32>,
     log_scale: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if split_by == "number"
-        && duration.is_none()
+    let direct = match (split_by, duration, n_frames) {
+        ("number", None, n) => Some(DirectSplit::Number(n.unwrap_or(16))),
+        ("time", None, n) => Some(DirectSplit::Time(n.unwrap_or(16))),
+        ("duration", Some(d), None) => Some(DirectSplit::Duration(d)),
+        _ => None,
+    };
+    if let Some(split) = direct
         && !binarize
         && clip.is_none()
         && !log_scale
         && let Ok(Some(sensor)) = sensor_from(Some(sensor))
         && size == (sensor.height as usize, sensor.width as usize)
-        && let Some(out) =
-            frames_by_number_direct(py, [&t, &x, &y, &p], n_frames.unwrap_or(16), sensor)?
+        && let Some(out) = frames_direct(py, [&t, &x, &y, &p], split, sensor)?
     {
         return Ok(out);
     }

@@ -290,7 +290,7 @@ struct Geometry {
     simd: Simd,
 }
 
-/// The frames of `frames_by_number_direct`: `buf` holds `bounds.len()` frames of
+/// The frames of `frames_direct`: `buf` holds `bounds.len()` frames of
 /// `counts.len()` = 2·H·W floats; `counts` is all zero. False when an event is off the sensor.
 ///
 /// Events go in blocks of `FRAME_BLOCK`; the pixel indices of the next block are computed
@@ -416,33 +416,37 @@ fn empty_f32(py: Python<'_>, dims: [usize; 4]) -> PyResult<Bound<'_, numpy::PyAr
     Ok(arr.cast_into::<numpy::PyArray4<f32>>()?)
 }
 
-/// SpikingJelly's `integrate_events_by_fixed_frames_number(.., 'number', ..)` on a canvas of the
-/// sensor's own size without post-processing, counted straight from the numpy columns in
-/// their own dtypes (x and y of one dtype): per block of events one pass turns p into ON
-/// flags, a second range-checks x and y and adds one at `on·H·W + y·W + x`; no converted copy
-/// of the columns.
+/// How the direct path splits the events into frames: SpikingJelly's
+/// `integrate_events_by_fixed_frames_number` by `'number'` or `'time'` (T frames) and
+/// `integrate_events_by_fixed_duration` (µs per frame).
+#[derive(Clone, Copy)]
+pub(crate) enum DirectSplit {
+    Number(usize),
+    Time(usize),
+    Duration(i64),
+}
+
+/// SpikingJelly's frame integration on a canvas of the sensor's own size without
+/// post-processing, counted straight from the numpy columns in their own dtypes (x and y of one
+/// dtype): per block of events one pass turns p into ON flags, a second range-checks x and y
+/// and adds one at `on·H·W + y·W + x`; no converted copy of the columns. Every split makes
+/// each frame one contiguous range of events (`'time'` and `'duration'` only for int64
+/// timestamps in non-decreasing order), all events in one of them.
 /// `None` when the inputs are outside this case (any event off the sensor, x and y of different
-/// dtypes, a dtype or layout the general path must judge, 2^24 or more events); the general path then decides, and
-/// produces the same frames or the same error (its twin: pytests compare both paths).
+/// dtypes, unsorted or non-int64 timestamps for a time split, a dtype or layout the general
+/// path must judge, 2^24 or more events); the general path then decides, and produces the
+/// same frames or the same error (its twin: pytests compare both paths).
 /// Runs with the GIL held: the columns are borrowed from numpy arrays other threads could
 /// otherwise write meanwhile.
-pub(crate) fn frames_by_number_direct<'py>(
+pub(crate) fn frames_direct<'py>(
     py: Python<'py>,
     cols: [&Bound<'_, PyAny>; 4],
-    t_frames: usize,
+    split: DirectSplit,
     sensor: SensorSize,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
     let [t, x, y, p] = cols;
     let (w, h) = (sensor.width as usize, sensor.height as usize);
-    let cfg = FrameConfig {
-        t: t_frames,
-        slicing: Slicing::EventCount,
-        height: h,
-        width: w,
-        resize: Resize::None,
-        ..FrameConfig::default()
-    };
-    if cfg.validate().is_err() || w == 0 || h == 0 {
+    if w == 0 || h == 0 {
         return Ok(None);
     }
     let (Some(tr), Some(xr), Some(yr), Some(pr)) =
@@ -458,6 +462,49 @@ pub(crate) fn frames_by_number_direct<'py>(
     // The general path refuses u64 timestamps / polarities above i64::MAX; leave those to it.
     let wide = |c: Col<'_>| matches!(c, Col::U64(_));
     if tc.len() != n || yc.len() != n || pc.len() != n || wide(tc) || wide(pc) || n >= 1 << 24 {
+        return Ok(None);
+    }
+    // Absurd frame counts go to the general path, which lets numpy refuse the output first.
+    if let DirectSplit::Number(t_frames) | DirectSplit::Time(t_frames) = split
+        && t_frames > 1 << 20
+    {
+        return Ok(None);
+    }
+    let bounds = match split {
+        DirectSplit::Number(t_frames) => nmoco_frames::event_count_bounds(n, t_frames),
+        // `equal_time_bounds` checks the order itself.
+        DirectSplit::Time(t_frames) => match tc {
+            Col::I64(ts) => match nmoco_frames::equal_time_bounds(ts, t_frames) {
+                Some(b) => b,
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        },
+        DirectSplit::Duration(d) => match tc {
+            // Too many frames is the general path's error to raise.
+            Col::I64(ts) if d > 0 && ts.windows(2).all(|w| w[0] <= w[1]) => {
+                match crate::frames::duration_bounds(ts, d) {
+                    Ok(b) => b,
+                    Err(_) => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        },
+    };
+    let t_frames = bounds.len();
+    let cfg = FrameConfig {
+        t: t_frames,
+        slicing: Slicing::EventCount,
+        height: h,
+        width: w,
+        resize: Resize::None,
+        ..FrameConfig::default()
+    };
+    // One range per frame, together all events in order (else the general path decides).
+    let contiguous = bounds.first().is_some_and(|r| r.start == 0)
+        && bounds.windows(2).all(|b| b[0].end == b[1].start)
+        && bounds.last().is_some_and(|r| r.end == n);
+    if cfg.validate().is_err() || !contiguous {
         return Ok(None);
     }
     let plane = 2 * h * w;
@@ -476,10 +523,6 @@ pub(crate) fn frames_by_number_direct<'py>(
         hw32: (h * w) as u32, //
         simd: simd_level(),
     };
-    let bounds = nmoco_frames::event_count_bounds(n, t_frames);
-    if bounds.len() != t_frames {
-        return Ok(None); // one range per frame, or the uninitialised array is not filled
-    }
     // 8-bit counters (a quarter of the cache footprint) unless the plane is large.
     let narrow = plane <= 1 << 17;
     let inside = FRAME_COUNTS.with(|cell| -> PyResult<bool> {
