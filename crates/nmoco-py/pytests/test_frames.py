@@ -181,8 +181,8 @@ def test_direct_number_path_hands_off_what_it_does_not_take(rng):
     assert_bytes_equal(ne.to_frames(ev2, 4, sensor_size=(W, H)), theirs)
 
 
-# 'time' and fixed 'duration' take the same direct path when the timestamps are int64 and
-# sorted (each frame is then a contiguous range of events); `clip=huge` again forces the
+# 'time' and fixed 'duration' take the same direct path when the timestamps are sorted (each
+# frame is then a contiguous range of events) and not uint64; `clip=huge` again forces the
 # general path, their reference twin.
 def _split_kwargs(split):
     if split == "time":
@@ -216,16 +216,23 @@ def test_direct_time_and_duration_paths_equal_general_path(rng, split, n):
 
 
 @pytest.mark.parametrize("split", ["time", "duration"])
-def test_direct_time_split_hands_off_unsorted_and_other_timestamps(rng, split):
-    # Unsorted int64 timestamps, and sorted ones of other dtypes: the general path, with the
-    # same frames as the direct path would give for the sorted int64 copy.
+def test_direct_time_split_with_other_timestamp_dtypes_and_unsorted_input(rng, split):
+    # Sorted timestamps of other dtypes (int32, uint32, big-endian uint32 as in SpikingJelly's
+    # CIFAR10-DVS events: converted; uint64: the general path) give the int64 frames; unsorted
+    # ones take the general path.
     W, H, n = 16, 12, 3_000
     base = random_events(rng, n, W, H, t_max=200_000)
     kw = _split_kwargs(split)
     want = ne.to_frames(base, sensor_size=(W, H), **kw)
-    for t_dtype in (np.int32, np.uint32, np.uint64):
+    for t_dtype in (np.int32, np.uint32, ">u4", np.uint64):
         ev = {"t": base["t"].astype(t_dtype), "x": base["x"], "y": base["y"], "p": base["p"]}
         assert ne.to_frames(ev, sensor_size=(W, H), **kw).tobytes() == want.tobytes()
+        general = ne.to_frames(ev, sensor_size=(W, H), clip=1e30, **kw)
+        assert general.tobytes() == want.tobytes()
+    small = {"t": (base["t"] // 1000).astype(np.uint8), "x": base["x"], "y": base["y"],
+             "p": base["p"]}
+    assert (ne.to_frames(small, sensor_size=(W, H), **kw).tobytes()
+            == ne.to_frames(small, sensor_size=(W, H), clip=1e30, **kw).tobytes())
     shuffled = base.copy()
     swap = rng.permutation(n)[:2]
     shuffled[swap] = shuffled[swap[::-1]]

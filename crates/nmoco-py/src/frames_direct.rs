@@ -226,6 +226,34 @@ impl Col<'_> {
         arm!(B, I8, U8, I16, U16, I32, U32, I64, U64)
     }
 
+    /// The column as int64 timestamps (the general path's conversion): borrowed when it is
+    /// int64, else converted into `buf`; `None` for uint64 (values above `i64::MAX` are the
+    /// general path's error) or when `buf` cannot grow.
+    fn timestamps<'b>(self, buf: &'b mut Vec<i64>) -> Option<&'b [i64]>
+    where
+        Self: 'b,
+    {
+        macro_rules! conv {
+            ($s:expr) => {{
+                buf.clear();
+                buf.try_reserve_exact($s.len()).ok()?;
+                buf.extend($s.iter().map(|&v| i64::from(v)));
+                Some(buf.as_slice())
+            }};
+        }
+        match self {
+            Col::I64(s) => Some(s),
+            Col::U64(_) => None,
+            Col::B(s) => conv!(s),
+            Col::I8(s) => conv!(s),
+            Col::U8(s) => conv!(s),
+            Col::I16(s) => conv!(s),
+            Col::U16(s) => conv!(s),
+            Col::I32(s) => conv!(s),
+            Col::U32(s) => conv!(s),
+        }
+    }
+
     /// `out[k] = (self[start + k] != 0)` (in bounds: callers stay below `len()`).
     fn on_flags(self, simd: Simd, start: usize, out: &mut [u8]) {
         let r = start..start + out.len();
@@ -430,10 +458,10 @@ pub(crate) enum DirectSplit {
 /// post-processing, counted straight from the numpy columns in their own dtypes (x and y of one
 /// dtype): per block of events one pass turns p into ON flags, a second range-checks x and y
 /// and adds one at `on·H·W + y·W + x`; no converted copy of the columns. Every split makes
-/// each frame one contiguous range of events (`'time'` and `'duration'` only for int64
-/// timestamps in non-decreasing order), all events in one of them.
+/// each frame one contiguous range of events (`'time'` and `'duration'` only for timestamps in
+/// non-decreasing order, of any integer dtype but uint64), all events in one of them.
 /// `None` when the inputs are outside this case (any event off the sensor, x and y of different
-/// dtypes, unsorted or non-int64 timestamps for a time split, a dtype or layout the general
+/// dtypes, unsorted or uint64 timestamps for a time split, a dtype or layout the general
 /// path must judge, 2^24 or more events); the general path then decides, and produces the
 /// same frames or the same error (its twin: pytests compare both paths).
 /// Runs with the GIL held: the columns are borrowed from numpy arrays other threads could
@@ -470,19 +498,22 @@ pub(crate) fn frames_direct<'py>(
     {
         return Ok(None);
     }
+    // Timestamps of another integer dtype, as int64, for a time split.
+    let mut ts_buf = Vec::new();
     let bounds = match split {
         DirectSplit::Number(t_frames) => nmoco_frames::event_count_bounds(n, t_frames),
         // `equal_time_bounds` checks the order itself.
-        DirectSplit::Time(t_frames) => match tc {
-            Col::I64(ts) => match nmoco_frames::equal_time_bounds(ts, t_frames) {
+        DirectSplit::Time(t_frames) => {
+            // `equal_time_bounds` checks the order itself.
+            let ts = tc.timestamps(&mut ts_buf);
+            match ts.and_then(|ts| nmoco_frames::equal_time_bounds(ts, t_frames)) {
                 Some(b) => b,
                 None => return Ok(None),
-            },
-            _ => return Ok(None),
-        },
-        DirectSplit::Duration(d) => match tc {
+            }
+        }
+        DirectSplit::Duration(d) => match tc.timestamps(&mut ts_buf) {
             // Too many frames is the general path's error to raise.
-            Col::I64(ts) if d > 0 && ts.windows(2).all(|w| w[0] <= w[1]) => {
+            Some(ts) if d > 0 && ts.windows(2).all(|w| w[0] <= w[1]) => {
                 match crate::frames::duration_bounds(ts, d) {
                     Ok(b) => b,
                     Err(_) => return Ok(None),
@@ -491,6 +522,7 @@ pub(crate) fn frames_direct<'py>(
             _ => return Ok(None),
         },
     };
+    drop(ts_buf);
     let t_frames = bounds.len();
     let cfg = FrameConfig {
         t: t_frames,
